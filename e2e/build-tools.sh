@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Build the pinned Kubernetes, etcd, kwok, Helm and cosign binaries from their published Go
+# modules, caching each by name and version under $RUDDER_CACHE (default ~/.cache/rudder).
+# Afterwards $RUDDER_CACHE/tools holds plain-named links to the pinned builds:
+#   kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm helm3 cosign
+# A warm run only re-links; a cold run on 2 cores takes tens of minutes.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${RUDDER_CACHE:-$HOME/.cache/rudder}
+export GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build GOFLAGS=-mod=mod GOTOOLCHAIN=auto
+export CGO_ENABLED=0
+builds=$cache/builds
+tools=$cache/tools
+mkdir -p "$builds" "$tools"
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# done_marker DIR: a build counts as cached only once it completed.
+is_built() { [ -f "$1/.complete" ]; }
+
+# Staging modules of k8s.io/kubernetes are required at v0.0.0 and replaced by local paths
+# that a dependency's replace lines cannot reach: map each to its published v0.X.Y.
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION out=$builds/kubernetes-$KUBERNETES_VERSION
+  is_built "$out" && return 0
+  log "building Kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
+  local work; work=$(mktemp -d)
+  local staging=v0.${v#v1.}
+  (
+    cd "$work"
+    go mod init rudder.local/k8s-build >/dev/null 2>&1
+    go mod edit -require "k8s.io/kubernetes@$v"
+    local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | while read -r m; do
+      go mod edit -replace "$m=$m@$staging"
+    done
+    printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n)\n' > tools.go
+    go mod tidy >/dev/null
+    mkdir -p "$out"
+    go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$v" | cut -d. -f2)" \
+      -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  )
+  rm -rf "$work"
+  touch "$out/.complete"
+}
+
+# etcd's server module replaces its sibling modules with local paths as well.
+build_etcd() {
+  local v=$ETCD_VERSION out=$builds/etcd-$ETCD_VERSION
+  is_built "$out" && return 0
+  log "building etcd $v"
+  local work; work=$(mktemp -d)
+  (
+    cd "$work"
+    go mod init rudder.local/etcd-build >/dev/null 2>&1
+    go mod edit -require "go.etcd.io/etcd/server/v3@$v"
+    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+      go mod edit -replace "go.etcd.io/etcd/$m=go.etcd.io/etcd/$m@$v"
+    done
+    printf 'package tools\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n' > tools.go
+    go mod tidy >/dev/null
+    mkdir -p "$out"
+    go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$work"
+  touch "$out/.complete"
+}
+
+# go_install NAME PACKAGE VERSION [BINARY]: a module without replace lines.
+go_install() {
+  local name=$1 pkg=$2 v=$3 bin=${4:-$(basename "$2")}
+  local out=$builds/$name-$v
+  is_built "$out" && return 0
+  log "building $name $v"
+  mkdir -p "$out"
+  GOBIN=$out go install -trimpath -ldflags "-s -w" "$pkg@$v"
+  [ -x "$out/$bin" ] || { log "$pkg did not produce $bin"; return 1; }
+  touch "$out/.complete"
+}
+
+link() { ln -sfn "$1" "$tools/$2"; }
+
+want=${*:-kubernetes etcd kwok helm4 helm3 cosign}
+start=$(date +%s)
+for component in $want; do
+  case $component in
+    kubernetes)
+      build_kubernetes
+      for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+        link "$builds/kubernetes-$KUBERNETES_VERSION/$b" "$b"
+      done ;;
+    etcd) build_etcd; link "$builds/etcd-$ETCD_VERSION/etcd" etcd ;;
+    kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"; link "$builds/kwok-$KWOK_VERSION/kwok" kwok ;;
+    helm4) go_install helm4 helm.sh/helm/v4/cmd/helm "$HELM4_VERSION" helm; link "$builds/helm4-$HELM4_VERSION/helm" helm ;;
+    helm3) go_install helm3 helm.sh/helm/v3/cmd/helm "$HELM3_VERSION" helm; link "$builds/helm3-$HELM3_VERSION/helm" helm3 ;;
+    cosign) go_install cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION"; link "$builds/cosign-$COSIGN_VERSION/cosign" cosign ;;
+    *) log "unknown component $component"; exit 2 ;;
+  esac
+done
+log "tools ready in $tools after $(( $(date +%s) - start ))s"
