@@ -71,14 +71,14 @@ build_etcd() {
   touch "$out/.complete"
 }
 
-# go_install NAME PACKAGE VERSION [BINARY]: a module without replace lines.
+# go_install NAME PACKAGE VERSION BINARY [LDFLAGS]: a module without replace lines.
 go_install() {
-  local name=$1 pkg=$2 v=$3 bin=${4:-$(basename "$2")}
+  local name=$1 pkg=$2 v=$3 bin=$4 ldflags=${5:-}
   local out=$builds/$name-$v
   is_built "$out" && return 0
   log "building $name $v"
   mkdir -p "$out"
-  GOBIN=$out go install -trimpath -ldflags "-s -w" "$pkg@$v"
+  GOBIN=$out go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$v"
   [ -x "$out/$bin" ] || { log "$pkg did not produce $bin"; return 1; }
   touch "$out/.complete"
 }
@@ -95,10 +95,14 @@ for component in $want; do
         link "$builds/kubernetes-$KUBERNETES_VERSION/$b" "$b"
       done ;;
     etcd) build_etcd; link "$builds/etcd-$ETCD_VERSION/etcd" etcd ;;
-    kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"; link "$builds/kwok-$KWOK_VERSION/kwok" kwok ;;
-    helm4) go_install helm4 helm.sh/helm/v4/cmd/helm "$HELM4_VERSION" helm; link "$builds/helm4-$HELM4_VERSION/helm" helm ;;
-    helm3) go_install helm3 helm.sh/helm/v3/cmd/helm "$HELM3_VERSION" helm; link "$builds/helm3-$HELM3_VERSION/helm" helm3 ;;
-    cosign) go_install cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION"; link "$builds/cosign-$COSIGN_VERSION/cosign" cosign ;;
+    kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" kwok; link "$builds/kwok-$KWOK_VERSION/kwok" kwok ;;
+    # Helm reports (and stamps into releases) the version set at link time.
+    helm4) go_install helm4 helm.sh/helm/v4/cmd/helm "$HELM4_VERSION" helm \
+             "-X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION"; link "$builds/helm4-$HELM4_VERSION/helm" helm ;;
+    helm3) go_install helm3 helm.sh/helm/v3/cmd/helm "$HELM3_VERSION" helm \
+             "-X helm.sh/helm/v3/internal/version.version=$HELM3_VERSION"; link "$builds/helm3-$HELM3_VERSION/helm" helm3 ;;
+    cosign) go_install cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" cosign \
+              "-X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION"; link "$builds/cosign-$COSIGN_VERSION/cosign" cosign ;;
     *) log "unknown component $component"; exit 2 ;;
   esac
 done

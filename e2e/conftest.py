@@ -28,6 +28,8 @@ from localcluster import (
     tail,
 )
 
+from operator_process import OperatorProcess, install_prerequisites, service_account_kubeconfig
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
@@ -143,6 +145,23 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def rudder(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator, running for the whole session as its own ServiceAccount."""
+    kubectl = [str(cluster.tools / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    install_prerequisites(kubectl)
+    workdir = tmp_path_factory.mktemp("rudder")
+    kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, workdir / "kubeconfig")
+    process = OperatorProcess(kubeconfig, workdir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(process.log_path, ARTIFACTS / "operator.log")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -153,4 +172,7 @@ def pytest_runtest_makereport(
         if isinstance(fixture, Cluster):
             for log in sorted(fixture.logs.glob("*.log")):
                 report.sections.append((f"{log.name} (last lines)", tail(log, 15)))
+        operator = item.funcargs.get("rudder") if hasattr(item, "funcargs") else None
+        if isinstance(operator, OperatorProcess):
+            report.sections.append(("operator log (last lines)", operator.tail(60)))
     return report

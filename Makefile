@@ -1,0 +1,60 @@
+# rudder: the two commands that matter are `make demo` and `make test`; both set up
+# everything they need from nothing (Debian packages, Go builds, the virtualenv).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export RUDDER_CACHE ?= $(HOME)/.cache/rudder
+PYTEST_ARGS ?=
+
+.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo cluster-up cluster-down clean
+
+all: test
+
+setup: host-deps tools venv
+
+host-deps:
+	@bash e2e/install-host-deps.sh
+
+tools: host-deps
+	@bash e2e/build-tools.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check operator tests e2e
+	$(BIN)/ruff format --check operator tests e2e
+	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+e2e: setup
+	$(BIN)/pytest e2e $(PYTEST_ARGS)
+
+# Every test: lint, types, unit tests, then the end-to-end suite on a fresh local control plane.
+test: setup lint typecheck
+	$(BIN)/pytest tests e2e $(PYTEST_ARGS)
+
+# Start the local control plane (unless a kubeconfig context is set), push a sample chart,
+# install the CRD, run the operator, apply a sample HelmRelease and show `kubectl get rhr`.
+demo: setup
+	$(BIN)/python e2e/demo.py
+
+cluster-up: setup
+	$(BIN)/python e2e/localcluster.py up
+
+cluster-down:
+	$(BIN)/python e2e/localcluster.py down
+
+clean: cluster-down
+	rm -rf $(VENV) .cluster artifacts

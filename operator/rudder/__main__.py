@@ -1,0 +1,142 @@
+"""rudder's command line: `python -m rudder run | version | crd`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rudder import __version__
+from rudder.config import OperatorConfig, parse_size
+
+CRD_FILE = Path(__file__).resolve().parent.parent.parent / "crds" / "helmreleases.rudder.dev.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rudder",
+        description="Reconcile rudder.dev/v1alpha1 HelmRelease resources the Helm 4 way.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description=(
+            "Run the operator. Credentials come from the in-cluster service account, "
+            "$KUBECONFIG, or ~/.kube/config, in that order (or --kubeconfig)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--kubeconfig", help="kubeconfig file to use instead of the default lookup")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        metavar="NS",
+        help="watch HelmReleases in this namespace only; repeat for several (default: all)",
+    )
+    run.add_argument(
+        "--selector",
+        default=None,
+        help="label selector: serve only HelmReleases that match it (filtered by the API server)",
+    )
+    run.add_argument(
+        "--field-manager", default="rudder", help="field manager name for server-side apply"
+    )
+    run.add_argument(
+        "--concurrency", type=int, default=8, help="HelmReleases reconciled in parallel"
+    )
+    run.add_argument(
+        "--kube-api-qps", type=float, default=50.0, help="client-side limit on API requests/s"
+    )
+    run.add_argument(
+        "--kube-api-burst", type=int, default=100, help="requests allowed above the QPS in a burst"
+    )
+    run.add_argument(
+        "--chart-cache-dir",
+        default="/var/cache/rudder/charts",
+        help="directory of the content-addressed chart cache",
+    )
+    run.add_argument(
+        "--chart-cache-size",
+        type=parse_size,
+        default="1Gi",
+        help="chart cache bound; least recently used charts are evicted beyond it",
+    )
+    run.add_argument(
+        "--max-chart-size",
+        type=parse_size,
+        default="10Mi",
+        help="largest compressed chart archive accepted (uncompressed limit is 10x)",
+    )
+    run.add_argument(
+        "--takeover-managers",
+        default="helm",
+        help="comma-separated field managers whose fields rudder takes back on its objects",
+    )
+    run.add_argument(
+        "--drift-managers",
+        default="kubectl,kubectl-edit,kubectl-client-side-apply,kubectl-patch,kubectl-set,"
+        "kubectl-scale,helm",
+        help="comma-separated field managers whose edits count as drift",
+    )
+    run.add_argument(
+        "--health-addr",
+        default="127.0.0.1:8081",
+        help="host:port of the liveness endpoint (/healthz)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity",
+    )
+
+    commands.add_parser("version", help="print rudder's version and the embedded Helm's")
+    commands.add_parser("crd", help="print the HelmRelease CustomResourceDefinition (YAML)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        import helm_python
+
+        print(f"rudder {__version__} (Helm {helm_python.helm_sdk_version()})")
+        return 0
+    if args.command == "crd":
+        sys.stdout.write(CRD_FILE.read_text())
+        return 0
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = OperatorConfig(
+        kubeconfig=args.kubeconfig,
+        namespaces=tuple(args.namespaces),
+        label_selector=args.selector,
+        field_manager=args.field_manager,
+        concurrency=args.concurrency,
+        kube_api_qps=args.kube_api_qps,
+        kube_api_burst=args.kube_api_burst,
+        chart_cache_dir=Path(args.chart_cache_dir),
+        chart_cache_size=args.chart_cache_size,
+        max_chart_size=args.max_chart_size,
+        takeover_managers=tuple(filter(None, args.takeover_managers.split(","))),
+        drift_managers=tuple(filter(None, args.drift_managers.split(","))),
+        health_addr=args.health_addr,
+    )
+    from rudder.app import run_operator
+
+    asyncio.run(run_operator(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""What the API server serves: resources by kind, their scope, the version set Helm's
+`.Capabilities` needs, and the server version. One aggregated-discovery round trip
+(`/api` + `/apis`) fills the cache; it is refreshed when CRDs or APIServices change
+(`invalidate`) or when a kind is not found, never once per render."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from rudder.kube.client import JSON, KubeClient
+
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    resources: dict[tuple[str, str], Resource]  # (apiVersion, kind) -> resource
+    api_versions: tuple[str, ...]  # Helm's VersionSet: "g/v" and "g/v/Kind"
+    kube_version: str  # e.g. "v1.36.3"
+
+
+class UnknownKind(LookupError):
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(f"the API server does not serve {kind} in {api_version}")
+        self.api_version = api_version
+        self.kind = kind
+
+
+def parse_discovery(documents: list[JSON], version: JSON) -> Snapshot:
+    """Build a snapshot from the aggregated discovery documents of /api and /apis."""
+    resources: dict[tuple[str, str], Resource] = {}
+    versions: set[str] = set()
+    for document in documents:
+        for group in document.get("items", []):
+            group_name = group.get("metadata", {}).get("name", "")
+            for entry in group.get("versions", []):
+                group_version = f"{group_name}/{entry['version']}" if group_name else entry["version"]
+                versions.add(group_version)
+                for item in entry.get("resources", []):
+                    kind = (item.get("responseKind") or {}).get("kind", "")
+                    if not kind:
+                        continue
+                    versions.add(f"{group_version}/{kind}")
+                    resources.setdefault(
+                        (group_version, kind),
+                        Resource(
+                            group=group_name,
+                            version=entry["version"],
+                            kind=kind,
+                            plural=item["resource"],
+                            namespaced=item.get("scope") == "Namespaced",
+                        ),
+                    )
+                    for sub in item.get("subresources", []):
+                        sub_kind = (sub.get("responseKind") or {}).get("kind", "")
+                        if sub_kind:
+                            versions.add(f"{group_version}/{sub_kind}")
+    return Snapshot(resources, tuple(sorted(versions)), str(version.get("gitVersion", "")))
+
+
+class Discovery:
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+        self._snapshot: Snapshot | None = None
+        self._lock = asyncio.Lock()
+
+    async def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            async with self._lock:
+                if self._snapshot is None:
+                    self._snapshot = await self._fetch()
+        return self._snapshot
+
+    def invalidate(self) -> None:
+        self._snapshot = None
+
+    async def _fetch(self) -> Snapshot:
+        core, groups, version = await asyncio.gather(
+            self._kube.request("GET", "/api", accept=AGGREGATED),
+            self._kube.request("GET", "/apis", accept=AGGREGATED),
+            self._kube.get("/version"),
+        )
+        return parse_discovery([core, groups], version)
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        """The resource serving `kind`; refreshes once if the kind is new (a fresh CRD)."""
+        found = (await self.snapshot()).resources.get((api_version, kind))
+        if found is None:
+            async with self._lock:
+                self._snapshot = await self._fetch()
+            found = self._snapshot.resources.get((api_version, kind))
+        if found is None:
+            raise UnknownKind(api_version, kind)
+        return found

@@ -1,0 +1,83 @@
+"""Decide the next release action from what was observed — a pure function.
+
+Inputs are the desired chart and values digests, the stored revisions (as listed, not
+decoded) and who rudder is; the output is one action with the reason for it. Like Flux's
+state classification, every case is explicit and unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rudder.release.history import PENDING, latest
+from rudder.release.store import Owner, Record
+
+class Action(enum.Enum):
+    NONE = "none"  # in sync: nothing to write
+    INSTALL = "install"
+    UPGRADE = "upgrade"
+    UNLOCK = "unlock"  # a stale pending revision of ours: mark it failed, then go on
+    WAIT = "wait"  # someone else (the Helm CLI, another rudder) is mid-action
+    REFUSE = "refuse"  # the release belongs to another HelmRelease
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    out_of_band: bool = False  # the newest revision was not written by rudder
+
+
+@dataclass(frozen=True)
+class Desired:
+    owner: Owner
+    chart_digest: str
+    values_digest: str
+    action_timeout: float  # seconds; a pending revision older than this is stale
+    instance: str  # this operator process
+
+
+def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) -> Decision:
+    current = latest(records)
+    if current is None:
+        return Decision(Action.INSTALL, "no release exists yet")
+
+    foreign = next(
+        (r.owner for r in reversed(records) if r.owner is not None and r.owner != desired.owner),
+        None,
+    )
+    if foreign is not None:
+        return Decision(Action.REFUSE, f"release is driven by HelmRelease {foreign}")
+
+    ours = current.owner == desired.owner
+    if current.status in PENDING:
+        if not ours:
+            return Decision(Action.WAIT, f"revision {current.version} is {current.status} "
+                            "(written by another client, e.g. a running helm command)")  # fmt: skip
+        age = (now - current.created).total_seconds()
+        if current.operator_instance != desired.instance or age > desired.action_timeout:
+            return Decision(Action.UNLOCK, f"revision {current.version} was left "
+                            f"{current.status} by an earlier attempt")  # fmt: skip
+        return Decision(Action.WAIT, f"revision {current.version} is {current.status}")
+
+    if current.status == "uninstalled":
+        return Decision(Action.INSTALL, "the release was uninstalled (history kept)")
+
+    if not ours:
+        return Decision(
+            Action.UPGRADE,
+            f"revision {current.version} was written outside rudder (e.g. by the helm CLI)",
+            out_of_band=True,
+        )
+
+    if current.chart_digest != desired.chart_digest:
+        return Decision(Action.UPGRADE, "the chart changed")
+    if current.values_digest != desired.values_digest:
+        return Decision(Action.UPGRADE, "the values changed")
+    if current.status == "deployed":
+        return Decision(Action.NONE, f"revision {current.version} is deployed and in sync")
+    # failed (or superseded by hand): same inputs; retrying is remediation's decision.
+    return Decision(Action.NONE, f"revision {current.version} is {current.status}")

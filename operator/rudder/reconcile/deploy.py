@@ -1,0 +1,458 @@
+"""Install or upgrade: render, check, dry-run, record, apply, prune, record again.
+
+The order is what keeps a failure from losing anything:
+  1. render with the cluster's Capabilities and sort as Helm does;
+  2. check ownership of every object the previous revision did not have;
+  3. dry-run the CRD/Namespace stage and the main stage in full (objects whose kind only a
+     CRD of this release defines are dry-run right after that CRD is applied);
+  4. only then create the pending revision record (create, never replace: a second writer
+     of the same revision fails here and does nothing);
+  5. apply the stages, prune what the new revision dropped (keep-policy respected), and
+     mark the revision deployed and its predecessor superseded.
+A failure in 1-3 leaves the cluster and the release history untouched; in 5 it marks the
+new revision failed with the cause, as Helm does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from rudder.chart.render import RenderRequest, Renderer
+from rudder.kube.client import JSON, ApiError
+from rudder.kube.discovery import Discovery, UnknownKind
+from rudder.kube.ssa import (
+    Applier,
+    ObjectFailure,
+    ObjectRef,
+    StageRejected,
+    ensure_namespace,
+    take_over_fields,
+)
+from rudder.release import history
+from rudder.release.chart_record import chart_from_archive
+from rudder.release.codec import GoTime, Info, Release
+from rudder.release.manifest import (
+    RESOURCE_POLICY_ANNOTATION,
+    Manifest,
+    assemble_manifest,
+    parse_document,
+    release_notes,
+    sort_manifests,
+    split_manifests,
+)
+from rudder.release.store import Record, ReleaseStore, Stamp
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
+RELEASE_NAME_ANNOTATION = "meta.helm.sh/release-name"
+RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
+CRD_ESTABLISHED_TIMEOUT = 60.0
+
+
+class DeployError(Exception):
+    """The action failed; `reason` is the condition reason, `message` names the cause.
+    `recorded` tells whether a failed revision was written (the cluster was touched)."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        recorded: bool = False,
+        stage: StageRejected | None = None,
+        retriable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.recorded = recorded
+        self.stage = stage
+        self.retriable = retriable
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    release_name: str
+    target_namespace: str
+    storage_namespace: str
+    chart_archive: bytes
+    chart: Any  # helm_python.Chart, parsed once per digest by the chart source
+    chart_name: str
+    values: dict[str, Any]
+    stamp: Stamp
+    records: Sequence[Record]
+    is_install: bool
+    crds_policy: str  # Create | CreateReplace | Skip
+    create_namespace: bool
+    take_ownership: bool
+    force_conflicts: bool
+    max_history: int
+    description: str
+    impersonate: str | None = None
+    # After a revision written outside rudder: the managers whose fields rudder takes back.
+    take_over_from: tuple[str, ...] = ()
+
+
+@dataclass
+class DeployResult:
+    record: Record
+    release: Release
+    objects: list[ObjectRef] = field(default_factory=list)
+    pruned: list[ObjectRef] = field(default_factory=list)
+
+
+def with_helm_metadata(obj: JSON, release_name: str, release_namespace: str) -> JSON:
+    """Helm's ownership metadata on an applied object (not in the stored manifest)."""
+    meta = dict(obj.get("metadata") or {})
+    labels = dict(meta.get("labels") or {})
+    annotations = dict(meta.get("annotations") or {})
+    labels[MANAGED_BY[0]] = MANAGED_BY[1]
+    annotations[RELEASE_NAME_ANNOTATION] = release_name
+    annotations[RELEASE_NAMESPACE_ANNOTATION] = release_namespace
+    meta["labels"] = labels
+    meta["annotations"] = annotations
+    return {**obj, "metadata": meta}
+
+
+def owned_by_release(live: JSON, release_name: str, release_namespace: str) -> bool:
+    meta = live.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    return (
+        annotations.get(RELEASE_NAME_ANNOTATION) == release_name
+        and annotations.get(RELEASE_NAMESPACE_ANNOTATION) == release_namespace
+        and labels.get(MANAGED_BY[0]) == MANAGED_BY[1]
+    )
+
+
+def manifest_identities(manifest_text: str, namespace: str) -> dict[tuple[str, str, str, str], JSON]:
+    """Objects of a stored manifest by identity (namespace defaulted to the release's)."""
+    out: dict[tuple[str, str, str, str], JSON] = {}
+    for index, document in enumerate(split_manifests(manifest_text)):
+        parsed = parse_document(document, f"manifest-{index}")
+        if parsed.resource is None:
+            continue
+        obj = parsed.resource
+        ref = ObjectRef.of(obj)
+        identity = (ref.group, ref.kind, ref.namespace or namespace, ref.name)
+        out[identity] = obj
+    return out
+
+
+@dataclass
+class _Planned:
+    """An object ready to apply, with its identity resolved against discovery."""
+
+    obj: JSON
+    ref: ObjectRef
+    cluster_scoped: bool
+
+
+class Deployer:
+    def __init__(
+        self,
+        applier: Applier,
+        discovery: Discovery,
+        store: ReleaseStore,
+        renderer: Renderer,
+    ) -> None:
+        self.applier = applier
+        self.discovery = discovery
+        self.store = store
+        self.renderer = renderer
+
+    async def deploy(self, request: DeployRequest) -> DeployResult:
+        applier = self.applier.as_user(request.impersonate)
+        store = self.store.as_user(request.impersonate)
+        previous = history.latest(request.records)
+        revision = history.next_revision(request.records)
+        snapshot = await self.discovery.snapshot()
+
+        rendered = await self.renderer.render(
+            request.chart,
+            request.values,
+            RenderRequest(
+                release_name=request.release_name,
+                namespace=request.target_namespace,
+                revision=revision,
+                is_install=request.is_install,
+                kube_version=snapshot.kube_version,
+                api_versions=snapshot.api_versions,
+                impersonate=request.impersonate,
+            ),
+        )
+        hooks, manifests = sort_manifests(rendered)
+        notes = release_notes(rendered, request.chart_name)
+
+        crds = [
+            document
+            for crd in request.chart.crds
+            for document in self._crd_documents(crd)
+        ] if request.crds_policy != "Skip" else []  # fmt: skip
+
+        stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
+        await self._check_ownership(applier, request, stage_one + stage_two + deferred, previous)
+
+        if request.take_over_from:
+            await asyncio.gather(*(
+                take_over_fields(applier, p.ref, request.take_over_from)
+                for p in stage_one + stage_two if p.ref.kind != "Namespace"
+            ))  # fmt: skip
+
+        # The whole stage is proven before anything is applied.
+        await self._dry_run(applier, [p.obj for p in stage_one], request.force_conflicts)
+        await self._dry_run(applier, [p.obj for p in stage_two], request.force_conflicts)
+
+        now = GoTime.now()
+        first_deployed = now
+        if previous is not None and not request.is_install:
+            info = previous.release.info
+            if info is not None and info.first_deployed is not None:
+                first_deployed = info.first_deployed
+        pending = Release(
+            name=request.release_name,
+            version=revision,
+            namespace=request.storage_namespace,
+            info=Info(
+                first_deployed=first_deployed,
+                last_deployed=now,
+                description="Install in progress" if request.is_install else "Upgrade in progress",
+                status="pending-install" if request.is_install else "pending-upgrade",
+                notes=notes,
+            ),
+            chart=chart_from_archive(request.chart_archive, request.chart),
+            config=request.values,
+            manifest=assemble_manifest(manifests),
+            hooks=list(hooks),
+            apply_method="ssa",
+        )
+        # Helm makes room before it stores the new revision (never the last deployed one).
+        doomed = history.revisions_to_prune(request.records, request.max_history)
+        for old in doomed:
+            await store.delete(request.storage_namespace, old.secret_name)
+        remaining = [r for r in request.records if r not in doomed]
+        record = await store.create(pending, request.stamp)
+
+        try:
+            await applier.apply_stage([p.obj for p in stage_one], force=request.force_conflicts)
+            await self._wait_established(applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"])
+            if deferred:
+                self.discovery.invalidate()
+                resolved = [await self._resolve(p.obj, request) for p in deferred]
+                stage_two = stage_two + resolved
+            await applier.apply_stage([p.obj for p in stage_two], force=request.force_conflicts)
+            pruned = await self._prune(applier, request, previous, stage_one + stage_two)
+        except StageRejected as rejected:
+            await self._finish(store, record, pending, "failed", f"{'Install' if request.is_install else 'Upgrade'} failed: {rejected}")
+            raise DeployError(
+                "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
+                str(rejected),
+                recorded=True,
+                stage=rejected,
+            ) from rejected
+        except (ApiError, TimeoutError) as error:
+            await self._finish(store, record, pending, "failed", f"{'Install' if request.is_install else 'Upgrade'} failed: {error}")
+            raise DeployError(
+                "InstallFailed" if request.is_install else "UpgradeFailed",
+                str(error),
+                recorded=True,
+                retriable=True,
+            ) from error
+
+        done = await self._finish(
+            store, record, pending, "deployed",
+            request.description,
+        )  # fmt: skip
+        upgraded_from = None if request.is_install or previous is None else previous.version
+        for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
+            await store.update(old, history.with_status(old.release, history.Status.SUPERSEDED))
+        return DeployResult(
+            record=done,
+            release=replace(pending, info=replace(pending.info or Info(), status="deployed")),
+            objects=[p.ref for p in stage_one + stage_two],
+            pruned=pruned,
+        )
+
+    # -- planning ------------------------------------------------------------------------
+
+    @staticmethod
+    def _crd_documents(crd: dict[str, str]) -> list[JSON]:
+        documents = []
+        for document in split_manifests(crd.get("data", "")):
+            loaded = yaml.safe_load(document)
+            if isinstance(loaded, dict) and loaded.get("kind"):
+                documents.append(loaded)
+        return documents
+
+    async def _resolve(self, obj: JSON, request: DeployRequest) -> _Planned:
+        resource = await self.discovery.resource(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        placed = ensure_namespace(obj, resource, request.target_namespace)
+        placed = with_helm_metadata(placed, request.release_name, request.storage_namespace)
+        return _Planned(placed, ObjectRef.of(placed), not resource.namespaced)
+
+    async def _plan(
+        self, request: DeployRequest, manifests: Sequence[Manifest], crds: Sequence[JSON]
+    ) -> tuple[list[_Planned], list[_Planned], list[_Planned]]:
+        stage_one: list[_Planned] = []
+        stage_two: list[_Planned] = []
+        deferred: list[_Planned] = []
+        new_kinds = {
+            (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            for crd in crds
+            for version in crd.get("spec", {}).get("versions", [])
+        }
+        if request.create_namespace:
+            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": request.target_namespace}}
+            stage_one.append(_Planned(namespace, ObjectRef.of(namespace), True))
+        existing_crds = await self._existing(crds) if request.crds_policy == "Create" else set()
+        for crd in crds:
+            name = crd.get("metadata", {}).get("name", "")
+            if name in existing_crds:
+                continue  # Create: never replace a CRD that is already there
+            stage_one.append(_Planned(crd, ObjectRef.of(crd), True))
+        for manifest in manifests:
+            obj = manifest.resource
+            if obj is None:
+                continue
+            api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+            if kind == "CustomResourceDefinition":
+                for version in obj.get("spec", {}).get("versions", []):
+                    new_kinds.add((f"{obj['spec']['group']}/{version['name']}", obj["spec"]["names"]["kind"]))
+            try:
+                planned = await self._resolve(obj, request)
+            except UnknownKind as error:
+                if (api_version, kind) in new_kinds:
+                    deferred.append(_Planned(obj, ObjectRef.of(obj), False))
+                    continue
+                raise DeployError(
+                    "RenderFailed",
+                    f"{manifest.path}: {error} (is its CRD installed?)",
+                ) from error
+            if kind in ("CustomResourceDefinition", "Namespace"):
+                stage_one.append(planned)
+            else:
+                stage_two.append(planned)
+        return stage_one, stage_two, deferred
+
+    async def _existing(self, crds: Sequence[JSON]) -> set[str]:
+        names = set()
+        for crd in crds:
+            name = crd.get("metadata", {}).get("name", "")
+            live = await self.applier.kube.get_or_none(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+            if live is not None:
+                names.add(name)
+        return names
+
+    async def _check_ownership(
+        self,
+        applier: Applier,
+        request: DeployRequest,
+        planned: Sequence[_Planned],
+        previous: Record | None,
+    ) -> None:
+        """Objects new to this release must not belong to someone else (Helm's rule)."""
+        if request.take_ownership:
+            return
+        known: set[tuple[str, str, str, str]] = set()
+        if previous is not None and previous.status not in ("uninstalled",):
+            known = set(manifest_identities(previous.release.manifest, request.target_namespace))
+        candidates = [
+            p for p in planned
+            if p.ref.kind not in ("CustomResourceDefinition",) and p.ref.identity() not in known
+            and not (p.ref.kind == "Namespace" and request.create_namespace
+                     and p.ref.name == request.target_namespace)
+        ]  # fmt: skip
+        lives = await asyncio.gather(*(applier.get(p.ref) for p in candidates))
+        foreign = [
+            p.ref for p, live in zip(candidates, lives, strict=True)
+            if live is not None
+            and not owned_by_release(live, request.release_name, request.storage_namespace)
+        ]  # fmt: skip
+        if foreign:
+            names = ", ".join(str(ref) for ref in foreign[:5])
+            raise DeployError(
+                "OwnershipConflict",
+                f"{names} already exist{'s' if len(foreign) == 1 else ''} and "
+                f"{'is' if len(foreign) == 1 else 'are'} not part of release "
+                f"{request.release_name}; set takeOwnership to adopt "
+                f"{'it' if len(foreign) == 1 else 'them'}",
+            )
+
+    async def _dry_run(self, applier: Applier, objects: Sequence[JSON], force: bool) -> None:
+        if not objects:
+            return
+        try:
+            await applier.dry_run_stage(objects, force=force)
+        except StageRejected as rejected:
+            raise DeployError(
+                "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
+                str(rejected),
+                stage=rejected,
+            ) from rejected
+
+    async def _wait_established(self, applier: Applier, crds: Sequence[ObjectRef]) -> None:
+        deadline = asyncio.get_running_loop().time() + CRD_ESTABLISHED_TIMEOUT
+        for ref in crds:
+            while True:
+                live = await applier.get(ref)
+                conditions = (live or {}).get("status", {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{ref} was not Established within {CRD_ESTABLISHED_TIMEOUT:.0f}s")
+                await asyncio.sleep(0.5)
+
+    async def _prune(
+        self,
+        applier: Applier,
+        request: DeployRequest,
+        previous: Record | None,
+        applied: Sequence[_Planned],
+    ) -> list[ObjectRef]:
+        if previous is None or previous.status == "uninstalled":
+            return []
+        old = manifest_identities(previous.release.manifest, request.target_namespace)
+        kept = {p.ref.identity() for p in applied}
+        # Cluster-scoped objects have no namespace in their identity.
+        kept |= {(g, k, request.target_namespace, n) for (g, k, ns, n) in kept if not ns}
+        pruned = []
+        for identity, obj in old.items():
+            if identity in kept:
+                continue
+            annotations = obj.get("metadata", {}).get("annotations") or {}
+            if str(annotations.get(RESOURCE_POLICY_ANNOTATION, "")).strip().lower() == "keep":
+                continue
+            ref = ObjectRef(str(obj.get("apiVersion", "")), identity[1], identity[2], identity[3])
+            try:
+                resource = await self.discovery.resource(ref.api_version, ref.kind)
+            except UnknownKind:
+                continue
+            if not resource.namespaced:
+                ref = ObjectRef(ref.api_version, ref.kind, "", ref.name)
+            if await applier.delete(ref):
+                pruned.append(ref)
+        return pruned
+
+    # -- records -------------------------------------------------------------------------
+
+    async def _finish(
+        self, store: ReleaseStore, record: Record, pending: Release, status: str, description: str
+    ) -> Record:
+        return await store.update(record, history.with_status(pending, status, description))
+
+
+def _failure_reason(failures: Sequence[ObjectFailure]) -> str:
+    if any(failure.code == 403 for failure in failures):
+        return "AccessDenied"
+    return "ApplyFailed"
+
+

@@ -1,0 +1,159 @@
+"""Per-HelmRelease workers: rudder's own work queue.
+
+kopf delivers watch events; the thin handler hands each to `Manager.observe`. The manager
+keeps one asyncio task per HelmRelease that reconciles the newest object it has seen, at
+most `concurrency` at a time, and schedules the next run: the interval when all is well,
+exponential backoff after an error, at once when a new event arrives. Because the worker
+is rudder's and not kopf's, a long readiness wait never blocks the delivery of a new
+generation: the worker sets `superseded` on the running reconcile, which abandons its wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name)
+
+BACKOFF_START = 2.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile asks of the queue: when to look again (None: only on a new event)."""
+
+    requeue_after: float | None
+    failed: bool = False
+
+
+@dataclass
+class Run:
+    """Handed to a reconcile: `superseded` is set when a newer generation arrives."""
+
+    superseded: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Reconcile = Callable[[JSON, Run], Awaitable[Outcome]]
+
+
+@dataclass
+class _Slot:
+    body: JSON | None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    run: Run | None = None
+    running_generation: int | None = None
+    failures: int = 0
+
+
+def generation_of(body: JSON | None) -> int | None:
+    if body is None:
+        return None
+    value = body.get("metadata", {}).get("generation")
+    return int(value) if value is not None else None
+
+
+def signature(body: JSON | None) -> tuple[object, ...]:
+    """What, when it changes, calls for a reconcile: not status, not resourceVersion."""
+    if body is None:
+        return (None,)
+    meta = body.get("metadata", {})
+    return (
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        tuple(meta.get("finalizers") or ()),
+        tuple(sorted((meta.get("annotations") or {}).items())),
+        tuple(sorted((meta.get("labels") or {}).items())),
+    )
+
+
+class Manager:
+    def __init__(self, reconcile: Reconcile, *, concurrency: int) -> None:
+        self._reconcile = reconcile
+        self._slots: dict[Key, _Slot] = {}
+        self._limit = asyncio.Semaphore(max(1, concurrency))
+        self._stopping = False
+
+    def observe(self, body: JSON, *, deleted: bool = False) -> None:
+        """Record the newest object (or its deletion from the API) and wake its worker."""
+        meta = body.get("metadata", {})
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        slot = self._slots.get(key)
+        if slot is None:
+            if deleted or self._stopping:
+                return
+            slot = self._slots[key] = _Slot(body=body)
+            slot.task = asyncio.create_task(self._work(key, slot), name=f"rudder:{key[0]}/{key[1]}")
+        previous, slot.body = slot.body, None if deleted else body
+        if slot.task is not None and signature(previous) == signature(slot.body):
+            return  # only status or resourceVersion moved (often our own write): nothing to do
+        new_generation = generation_of(slot.body)
+        if slot.run is not None and (
+            slot.body is None
+            or (new_generation is not None and new_generation != slot.running_generation)
+            or meta.get("deletionTimestamp")
+        ):
+            slot.run.superseded.set()
+        slot.wake.set()
+
+    def wake(self, key: Key) -> None:
+        """Reconcile `key` again now (e.g. a referenced ConfigMap changed)."""
+        slot = self._slots.get(key)
+        if slot is not None:
+            slot.wake.set()
+
+    def keys(self) -> list[Key]:
+        return list(self._slots)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._slots.clear()
+
+    async def _work(self, key: Key, slot: _Slot) -> None:
+        delay: float | None = 0.0
+        while True:
+            if delay is None:
+                await slot.wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(slot.wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            slot.wake.clear()
+            body = slot.body
+            if body is None:
+                del self._slots[key]
+                return
+            slot.run = Run()
+            slot.running_generation = generation_of(body)
+            try:
+                async with self._limit:
+                    outcome = await self._reconcile(body, slot.run)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s/%s failed unexpectedly", *key)
+                outcome = Outcome(requeue_after=None, failed=True)
+            finally:
+                slot.run = None
+            if outcome.failed:
+                slot.failures += 1
+                backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (slot.failures - 1))
+                delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                if outcome.requeue_after is not None:
+                    delay = min(delay, outcome.requeue_after)
+            else:
+                slot.failures = 0
+                delay = outcome.requeue_after

@@ -1,0 +1,396 @@
+"""One reconcile of one HelmRelease: observe, decide, act, report.
+
+    spec -> (deleting? uninstall) -> finalizer -> suspend? -> chart digest -> values
+         -> stored revisions -> decide() -> install | upgrade | unlock | nothing
+         -> status (one merge patch, or none when nothing changed)
+
+Reads are cheap and always done; writes happen only when the decision calls for them, so
+an unchanged HelmRelease costs reads only. Every failure lands in a condition with a
+specific reason and never touches the previous release or its objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rudder.chart.errors import ChartError
+from rudder.chart.render import RenderError, Renderer
+from rudder.chart.source import ChartRequest, ChartSource, LoadedChart
+from rudder.config import OperatorConfig
+from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
+from rudder.kube.discovery import Discovery
+from rudder.kube.ssa import Applier
+from rudder.model import ChartReference, HelmReleaseSpec, SpecError, parse_spec
+from rudder.observe.events import EventRecorder
+from rudder.reconcile.decide import Action, Desired, decide
+from rudder.reconcile.deploy import DeployError, Deployer, DeployRequest
+from rudder.reconcile.manager import Outcome, Run
+from rudder.reconcile.source_watch import SourceWatcher
+from rudder.reconcile.status import StatusDraft
+from rudder.reconcile.uninstall import Uninstaller
+from rudder.reconcile.values_sources import ValuesSourceError, compose_values
+from rudder.release.history import Status, latest, with_status
+from rudder.release.manifest import ManifestError
+from rudder.release.store import Owner, Record, ReleaseStore, RevisionExists, Stamp
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "rudder.dev/finalizer"
+HELMRELEASES = "/apis/rudder.dev/v1alpha1/namespaces/{namespace}/helmreleases/{name}"
+WAIT_FOR_OTHER_WRITER = 15.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The HelmRelease being reconciled, as the watch delivered it."""
+
+    body: JSON
+
+    @property
+    def meta(self) -> JSON:
+        meta: JSON = self.body.get("metadata", {})
+        return meta
+
+    @property
+    def namespace(self) -> str:
+        return str(self.meta.get("namespace", ""))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", ""))
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta.get("generation", 0))
+
+    @property
+    def path(self) -> str:
+        return HELMRELEASES.format(namespace=self.namespace, name=self.name)
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.namespace, self.name)
+
+
+def short_digest(digest: str) -> str:
+    return digest[: len("sha256:") + 12]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        discovery: Discovery,
+        charts: ChartSource,
+        config: OperatorConfig,
+    ) -> None:
+        self.kube = kube
+        self.discovery = discovery
+        self.charts = charts
+        self.config = config
+        self.instance = uuid.uuid4().hex
+        self.store = ReleaseStore(kube)
+        self.applier = Applier(kube, discovery, config.field_manager)
+        self.renderer = Renderer(config.kubeconfig)
+        self.deployer = Deployer(self.applier, discovery, self.store, self.renderer)
+        self.uninstaller = Uninstaller(self.applier, self.store)
+        self.events = EventRecorder(kube)
+        # The queue wires itself in here (app.py): a values source changed -> wake its users.
+        self.wake: Callable[[tuple[str, str]], None] = lambda key: None
+        self.sources = SourceWatcher(kube, lambda key: self.wake(key))
+
+    async def __call__(self, body: JSON, run: Run) -> Outcome:
+        target = Target(body)
+        draft = StatusDraft(body.get("status"), target.generation)
+        try:
+            spec = parse_spec(body.get("spec") or {}, name=target.name, namespace=target.namespace)
+        except SpecError as error:
+            draft.failed("InvalidSpec", str(error), stalled=True)
+            await self._write_status(target, draft)
+            return Outcome(requeue_after=None)
+
+        if target.meta.get("deletionTimestamp"):
+            return await self._finalize(target, spec, draft)
+        if FINALIZER not in (target.meta.get("finalizers") or []):
+            await self._add_finalizer(target)
+        if spec.suspend:
+            draft.drop("Reconciling")
+            await self._write_status(target, draft)
+            return Outcome(requeue_after=None)
+
+        try:
+            outcome = await self._reconcile(target, spec, draft)
+        except ApiError as error:
+            reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
+            draft.failed(reason, str(error), stalled=False)
+            outcome = Outcome(requeue_after=spec.interval, failed=True)
+        await self._write_status(target, draft)
+        return outcome
+
+    # -- the main path -------------------------------------------------------------------
+
+    async def _reconcile(self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft) -> Outcome:
+        request = await self._chart_request(target, spec)
+        reference = ChartReference.parse(spec.chart.ref)
+        chart: LoadedChart | None = None
+        try:
+            digest = reference.digest
+            if digest is None:  # allowTag: re-resolved every interval
+                digest = await self.charts.resolve(request)
+        except ChartError as error:
+            return self._chart_failed(draft, error, spec)
+
+        self.sources.track(
+            (target.namespace, target.name),
+            [(ref.kind, target.namespace, ref.name) for ref in spec.values_from],
+        )
+        try:
+            values = await compose_values(
+                self.kube.impersonate(spec.service_account_user), target.namespace,
+                spec.values_from, spec.values,
+            )  # fmt: skip
+        except ValuesSourceError as error:
+            draft.failed("ValuesSourceNotFound", error.message, stalled=False)
+            return Outcome(requeue_after=spec.interval, failed=True)
+
+        records = await self.store.as_user(spec.service_account_user).history(
+            spec.storage_namespace, spec.release_name
+        )
+        desired = Desired(
+            owner=target.owner,
+            chart_digest=digest,
+            values_digest=values.digest,
+            action_timeout=spec.timeout,
+            instance=self.instance,
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        decision = decide(desired, records, now)
+        if decision.action is Action.UNLOCK:
+            await self._unlock(spec, records)
+            records = await self.store.history(spec.storage_namespace, spec.release_name)
+            decision = decide(desired, records, now)
+
+        draft.set("lastAttempted", {
+            "generation": target.generation, "chartDigest": digest, "valuesDigest": values.digest,
+        })  # fmt: skip
+        if decision.action is Action.REFUSE:
+            draft.failed("ReleaseOwnedElsewhere", decision.reason, stalled=True)
+            return Outcome(requeue_after=None)
+        if decision.action is Action.WAIT:
+            draft.progressing(decision.reason)
+            return Outcome(requeue_after=WAIT_FOR_OTHER_WRITER)
+        if decision.action is Action.NONE:
+            self._report_release(draft, spec, records)
+            current = latest(records)
+            if current is not None and current.status == "deployed":
+                draft.ready("InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
+                            f"Release {spec.release_name} revision {current.version} is deployed")  # fmt: skip
+            return Outcome(requeue_after=spec.interval)
+
+        # install or upgrade: now the chart bytes are needed.
+        try:
+            chart = await self.charts.get(request if reference.digest else request.pinned(digest))
+        except ChartError as error:
+            return self._chart_failed(draft, error, spec)
+        self._report_chart(draft, spec, chart)
+
+        is_install = decision.action is Action.INSTALL
+        verb = "install" if is_install else "upgrade"
+        if decision.out_of_band:
+            draft.condition("Released", "False", "OutOfBandRevision", decision.reason)
+        draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
+        await self._write_status(target, draft)
+        action_spec = spec.install if is_install else spec.upgrade
+        try:
+            result = await self.deployer.deploy(
+                DeployRequest(
+                    release_name=spec.release_name,
+                    target_namespace=spec.target_namespace,
+                    storage_namespace=spec.storage_namespace,
+                    chart_archive=chart.archive,
+                    chart=chart.chart,
+                    chart_name=chart.metadata.name,
+                    values=values.values,
+                    stamp=Stamp(target.owner, chart.digest, values.digest, target.generation, self.instance),
+                    records=records,
+                    is_install=is_install,
+                    crds_policy=action_spec.crds,
+                    create_namespace=spec.install.create_namespace,
+                    take_ownership=action_spec.take_ownership,
+                    force_conflicts=spec.upgrade.force_conflicts,
+                    max_history=spec.max_history,
+                    description="Install complete" if is_install else "Upgrade complete",
+                    impersonate=spec.service_account_user,
+                    take_over_from=self.config.takeover_managers if decision.out_of_band else (),
+                )
+            )
+        except RenderError as error:
+            draft.failed(error.reason, error.message, stalled=True)
+            draft.condition("Released", "False", error.reason, error.message)
+            await self.events.warning(target.body, error.reason, error.message)
+            return Outcome(requeue_after=None)
+        except ManifestError as error:
+            draft.failed("RenderFailed", str(error), stalled=True)
+            await self.events.warning(target.body, "RenderFailed", str(error))
+            return Outcome(requeue_after=None)
+        except RevisionExists as error:
+            draft.progressing(f"revision {error} was written by another writer; re-reading")
+            return Outcome(requeue_after=1.0)
+        except DeployError as error:
+            return await self._deploy_failed(target, spec, draft, error, is_install)
+
+        draft.set("conflicts", None)
+        draft.drop("Conflicted")
+        records = await self.store.history(spec.storage_namespace, spec.release_name)
+        self._report_release(draft, spec, records)
+        reason = "InstallSucceeded" if is_install else "UpgradeSucceeded"
+        message = f"{'Installed' if is_install else 'Upgraded'} {spec.release_name} revision {result.release.version} ({chart.metadata.name}:{chart.metadata.version})"
+        draft.condition("Released", "True", reason, message)
+        draft.ready(reason, message)
+        await self.events.normal(target.body, reason, message)
+        log.info("%s/%s: %s", target.namespace, target.name, message)
+        return Outcome(requeue_after=spec.interval)
+
+    # -- failures ------------------------------------------------------------------------
+
+    def _chart_failed(self, draft: StatusDraft, error: ChartError, spec: HelmReleaseSpec) -> Outcome:
+        draft.failed(error.reason, error.message, stalled=not error.retriable)
+        if error.retriable:
+            return Outcome(requeue_after=spec.interval, failed=True)
+        return Outcome(requeue_after=None)
+
+    async def _deploy_failed(
+        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft, error: DeployError, is_install: bool
+    ) -> Outcome:
+        if error.stage is not None and error.stage.conflicts:
+            draft.set("conflicts", [c.as_status() for c in error.stage.conflicts])
+            draft.condition("Conflicted", "True", "ApplyConflict", error.message)
+            stalled = not spec.upgrade.force_conflicts
+        else:
+            stalled = not error.retriable
+        if error.recorded:
+            failed_reason = "InstallFailed" if is_install else "UpgradeFailed"
+            draft.condition("Released", "False", failed_reason, error.message)
+            counter = "installFailures" if is_install else "upgradeFailures"
+            draft.set(counter, int(draft.fields.get(counter, 0)) + 1)
+            draft.set("failures", int(draft.fields.get("failures", 0)) + 1)
+            records = await self.store.history(spec.storage_namespace, spec.release_name)
+            self._report_release(draft, spec, records)
+        draft.failed(error.reason, error.message, stalled=stalled)
+        await self.events.warning(target.body, error.reason, error.message)
+        if stalled:
+            return Outcome(requeue_after=None)
+        return Outcome(requeue_after=spec.interval, failed=True)
+
+    # -- pieces --------------------------------------------------------------------------
+
+    async def _chart_request(self, target: Target, spec: HelmReleaseSpec) -> ChartRequest:
+        async def secret_key(name: str | None, key: str) -> bytes | None:
+            if not name:
+                return None
+            secret = await self.kube.get_or_none(f"/api/v1/namespaces/{target.namespace}/secrets/{name}")
+            value = ((secret or {}).get("data") or {}).get(key)
+            return base64.b64decode(value) if value else None
+
+        cosign = spec.chart.verify_cosign_secret
+        return ChartRequest(
+            ref=spec.chart.ref,
+            allow_tag=spec.chart.allow_tag,
+            insecure=spec.chart.insecure,
+            docker_config_json=await secret_key(spec.chart.secret_ref, ".dockerconfigjson"),
+            ca_pem=await secret_key(spec.chart.cert_secret_ref, "ca.crt"),
+            cosign_public_key_pem=await secret_key(cosign, "cosign.pub") if cosign else None,
+        )
+
+    def _report_chart(self, draft: StatusDraft, spec: HelmReleaseSpec, chart: LoadedChart) -> None:
+        meta = chart.metadata
+        draft.set("chart", {
+            "ref": spec.chart.ref, "digest": chart.digest, "name": meta.name,
+            "version": meta.version, "appVersion": meta.app_version,
+            "nameVersion": f"{meta.name}:{meta.version}", "shortDigest": short_digest(chart.digest),
+        })  # fmt: skip
+
+    def _report_release(self, draft: StatusDraft, spec: HelmReleaseSpec, records: list[Record]) -> None:
+        current = latest(records)
+        if current is None:
+            draft.set("release", None)
+            draft.set("history", None)
+            return
+        info = current.release.info
+        draft.set("release", {
+            "name": spec.release_name, "namespace": spec.storage_namespace,
+            "revision": current.version, "status": current.status,
+            "lastDeployed": info.last_deployed.format() if info and info.last_deployed else None,
+        })  # fmt: skip
+        draft.set("history", [
+            {
+                "revision": record.version,
+                "status": record.status,
+                "chartDigest": record.chart_digest or "",
+                "valuesDigest": record.values_digest or "",
+            }
+            for record in sorted(records, key=lambda r: r.version, reverse=True)[: max(spec.max_history, 1)]
+        ])  # fmt: skip
+
+    async def _unlock(self, spec: HelmReleaseSpec, records: list[Record]) -> None:
+        current = latest(records)
+        if current is None:
+            return
+        description = f"Release left {current.status} by an interrupted operator; unlocked"
+        await self.store.update(current, with_status(current.release, Status.FAILED, description))
+
+    async def _add_finalizer(self, target: Target) -> None:
+        finalizers = [*(target.meta.get("finalizers") or []), FINALIZER]
+        await self.kube.request(
+            "PATCH",
+            target.path,
+            body={"metadata": {"finalizers": finalizers, "resourceVersion": target.meta.get("resourceVersion")}},
+            content_type=MERGE_PATCH,
+        )
+
+    async def _finalize(self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft) -> Outcome:
+        self.sources.forget((target.namespace, target.name))
+        if FINALIZER not in (target.meta.get("finalizers") or []):
+            return Outcome(requeue_after=None)
+        records = await self.store.history(spec.storage_namespace, spec.release_name)
+        ours = [r for r in records if r.owner in (None, target.owner)]
+        foreign = any(r.owner not in (None, target.owner) for r in records)
+        if records and not foreign:
+            outcome = await self.uninstaller.uninstall(spec, ours)
+            if not outcome.done:
+                draft.progressing(outcome.message)
+                await self._write_status(target, draft)
+                return Outcome(requeue_after=outcome.retry_after)
+            await self.events.normal(target.body, "UninstallSucceeded", outcome.message)
+        finalizers = [f for f in target.meta.get("finalizers") or [] if f != FINALIZER]
+        try:
+            await self.kube.request(
+                "PATCH",
+                target.path,
+                body={"metadata": {"finalizers": finalizers, "resourceVersion": target.meta.get("resourceVersion")}},
+                content_type=MERGE_PATCH,
+            )
+        except ApiError as error:
+            if error.code != 404:
+                raise
+        return Outcome(requeue_after=None)
+
+    async def _write_status(self, target: Target, draft: StatusDraft) -> None:
+        patch = draft.patch()
+        if patch is None:
+            return
+        try:
+            await self.kube.request(
+                "PATCH", f"{target.path}/status", body={"status": patch}, content_type=MERGE_PATCH
+            )
+        except ApiError as error:
+            if error.code != 404:  # deleted meanwhile: nothing to report to
+                raise
+        draft.current = draft.desired()
+

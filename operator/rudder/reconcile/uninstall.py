@@ -1,0 +1,102 @@
+"""Uninstall on HelmRelease deletion, as `helm uninstall` does it.
+
+The newest revision's objects are deleted in Helm's uninstall order, except those with a
+`helm.sh/resource-policy` annotation and the custom resources of CRDs the chart ships in
+`crds/` (those CRDs are never part of the manifest, so they stay too). Then the release
+records are deleted, or with keepHistory the newest is marked `uninstalled`. Nothing here
+waits on a finalizer: a missing namespace or CRD means the object is already gone, and an
+object stuck terminating does not hold the HelmRelease forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import yaml
+
+from rudder.kube.client import ApiError
+from rudder.kube.ssa import Applier, ObjectRef
+from rudder.model import HelmReleaseSpec
+from rudder.release.codec import GoTime, Info
+from rudder.release.manifest import split_manifests, uninstall_order
+from rudder.release.store import Record, ReleaseStore
+
+PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan"}
+
+
+@dataclass(frozen=True)
+class UninstallOutcome:
+    done: bool
+    message: str
+    retry_after: float | None = None
+
+
+def crd_kinds(record: Record) -> set[tuple[str, str]]:
+    """(group, kind) of every CRD the chart ships in crds/."""
+    kinds: set[tuple[str, str]] = set()
+    chart = record.release.chart
+    for file in (chart.files or []) if chart else []:
+        if not file.name.startswith("crds/"):
+            continue
+        for document in split_manifests(file.data.decode(errors="replace")):
+            try:
+                crd = yaml.safe_load(document)
+            except yaml.YAMLError:
+                continue
+            if isinstance(crd, dict) and crd.get("kind") == "CustomResourceDefinition":
+                spec = crd.get("spec") or {}
+                kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
+    return kinds
+
+
+class Uninstaller:
+    def __init__(self, applier: Applier, store: ReleaseStore) -> None:
+        self.applier = applier
+        self.store = store
+
+    async def uninstall(self, spec: HelmReleaseSpec, records: Sequence[Record]) -> UninstallOutcome:
+        applier = self.applier.as_user(spec.service_account_user)
+        store = self.store.as_user(spec.service_account_user)
+        newest = max(records, key=lambda r: r.version)
+        if newest.status == "uninstalled":
+            return UninstallOutcome(True, f"Release {spec.release_name} was already uninstalled")
+        propagation = PROPAGATION.get(spec.uninstall.deletion_propagation, "Background")
+        protected = crd_kinds(newest)
+        errors = []
+        deleted = 0
+        for manifest in uninstall_order(newest.release.manifest):
+            obj = manifest.resource
+            if obj is None:
+                continue
+            ref = ObjectRef.of(obj)
+            if (ref.group, ref.kind) in protected:
+                continue
+            try:
+                resource = await applier.resource_of(obj)
+            except LookupError:
+                continue  # the kind is no longer served: the object went with its CRD
+            namespace = (ref.namespace or spec.target_namespace) if resource.namespaced else ""
+            try:
+                if await applier.delete(
+                    ObjectRef(ref.api_version, ref.kind, namespace, ref.name), propagation=propagation
+                ):
+                    deleted += 1
+            except ApiError as error:
+                errors.append(f"{ref}: {error.message or error.reason}")
+        if errors:
+            return UninstallOutcome(False, "Uninstall failed: " + "; ".join(errors[:5]), 10.0)
+
+        if spec.uninstall.keep_history:
+            release = newest.release
+            info = replace(
+                release.info or Info(),
+                status="uninstalled",
+                deleted=GoTime.now(),
+                description="Uninstallation complete",
+            )
+            await store.update(newest, replace(release, info=info))
+        else:
+            for record in records:
+                await store.delete(spec.storage_namespace, record.secret_name)
+        return UninstallOutcome(True, f"Uninstalled {spec.release_name}: {deleted} objects deleted")

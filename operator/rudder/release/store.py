@@ -1,0 +1,188 @@
+"""Helm release records (Secrets `sh.helm.release.v1.<name>.v<N>`) in the storage namespace.
+
+A record is listed by Helm's own labels (`owner=helm`, `name=<release>`) and read without
+decoding: its `status` and `version` labels and rudder's annotations are enough to decide
+what to do, so only the records an action needs are decompressed. rudder's records carry
+two extra labels naming the HelmRelease that drives them and annotations with the chart
+and values digests of the revision; Helm ignores both, and a record the Helm CLI wrote
+lacks them, which is how an out-of-band revision is noticed. A revision is *created*,
+never applied or replaced: a second writer of the same revision gets AlreadyExists.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from rudder.kube.client import JSON, ApiError, KubeClient
+from rudder.release.codec import Release, decode_release, release_secret
+
+OWNER_NAME_LABEL = "rudder.dev/owner-name"
+OWNER_NAMESPACE_LABEL = "rudder.dev/owner-namespace"
+CHART_DIGEST_ANNOTATION = "rudder.dev/chart-digest"
+VALUES_DIGEST_ANNOTATION = "rudder.dev/values-digest"
+GENERATION_ANNOTATION = "rudder.dev/generation"
+INSTANCE_ANNOTATION = "rudder.dev/operator-instance"
+
+
+class RevisionExists(Exception):
+    """Another writer created this revision first; this action must not proceed."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    namespace: str
+    name: str
+
+    def labels(self) -> dict[str, str]:
+        return {OWNER_NAMESPACE_LABEL: self.namespace, OWNER_NAME_LABEL: self.name}
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored revision, as listed (decoded on demand)."""
+
+    secret: JSON = field(repr=False)
+
+    @property
+    def meta(self) -> JSON:
+        metadata: JSON = self.secret.get("metadata", {})
+        return metadata
+
+    @property
+    def secret_name(self) -> str:
+        return str(self.meta.get("name", ""))
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.meta.get("labels") or {}
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.meta.get("annotations") or {}
+
+    @property
+    def version(self) -> int:
+        return int(self.labels.get("version", "0") or 0)
+
+    @property
+    def status(self) -> str:
+        return str(self.labels.get("status", ""))
+
+    @property
+    def owner(self) -> Owner | None:
+        name, namespace = self.labels.get(OWNER_NAME_LABEL), self.labels.get(OWNER_NAMESPACE_LABEL)
+        return Owner(namespace, name) if name and namespace else None
+
+    @property
+    def chart_digest(self) -> str | None:
+        return self.annotations.get(CHART_DIGEST_ANNOTATION)
+
+    @property
+    def values_digest(self) -> str | None:
+        return self.annotations.get(VALUES_DIGEST_ANNOTATION)
+
+    @property
+    def operator_instance(self) -> str | None:
+        return self.annotations.get(INSTANCE_ANNOTATION)
+
+    @property
+    def created(self) -> datetime.datetime:
+        stamp = str(self.meta.get("creationTimestamp", "1970-01-01T00:00:00Z"))
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    @cached_property
+    def release(self) -> Release:
+        # data.release is base64 on the wire over Helm's own base64(gzip(json)).
+        payload = base64.b64decode(self.secret.get("data", {}).get("release", "")).decode()
+        return decode_release(payload)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What rudder writes beside Helm's labels on a record it creates or updates."""
+
+    owner: Owner
+    chart_digest: str
+    values_digest: str
+    generation: int
+    instance: str
+
+    def annotations(self) -> dict[str, str]:
+        return {
+            CHART_DIGEST_ANNOTATION: self.chart_digest,
+            VALUES_DIGEST_ANNOTATION: self.values_digest,
+            GENERATION_ANNOTATION: str(self.generation),
+            INSTANCE_ANNOTATION: self.instance,
+        }
+
+
+def secret_name(release_name: str, version: int) -> str:
+    return f"sh.helm.release.v1.{release_name}.v{version}"
+
+
+class ReleaseStore:
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    def as_user(self, user: str | None) -> ReleaseStore:
+        return ReleaseStore(self.kube.impersonate(user))
+
+    @staticmethod
+    def _collection(namespace: str) -> str:
+        return f"/api/v1/namespaces/{namespace}/secrets"
+
+    async def history(self, namespace: str, release_name: str) -> list[Record]:
+        """Every revision of the release, oldest first."""
+        listed = await self.kube.get(
+            self._collection(namespace), labelSelector=f"owner=helm,name={release_name}"
+        )
+        records = [Record(item) for item in listed.get("items", [])]
+        return sorted(records, key=lambda record: record.version)
+
+    def _secret(self, release: Release, stamp: Stamp | None) -> JSON:
+        body = release_secret(release, extra_labels=stamp.owner.labels() if stamp else {})
+        if stamp is not None:
+            body.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp.annotations())
+        return body
+
+    async def create(self, release: Release, stamp: Stamp) -> Record:
+        try:
+            created = await self.kube.request(
+                "POST", self._collection(release.namespace), body=self._secret(release, stamp)
+            )
+        except ApiError as error:
+            if error.code == 409:
+                raise RevisionExists(secret_name(release.name, release.version)) from error
+            raise
+        return Record(created)
+
+    async def update(self, record: Record, release: Release) -> Record:
+        """Rewrite a revision (e.g. pending -> deployed), keeping rudder's labels and
+        annotations; the resourceVersion makes a concurrent change fail, not vanish."""
+        body = self._secret(release, None)
+        meta = body.setdefault("metadata", {})
+        meta["resourceVersion"] = record.meta.get("resourceVersion")
+        meta.setdefault("labels", {}).update(
+            {k: v for k, v in record.labels.items() if k.startswith("rudder.dev/")}
+        )
+        meta.setdefault("annotations", {}).update(
+            {k: v for k, v in record.annotations.items() if k.startswith("rudder.dev/")}
+        )
+        updated = await self.kube.request(
+            "PUT", f"{self._collection(release.namespace)}/{record.secret_name}", body=body
+        )
+        return Record(updated)
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await self.kube.request("DELETE", f"{self._collection(namespace)}/{name}")
+        except ApiError as error:
+            if error.code != 404:
+                raise

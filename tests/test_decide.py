@@ -1,0 +1,114 @@
+"""The next-action decision, one case per branch."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from rudder.reconcile.decide import Action, Desired, decide
+from rudder.release.store import (
+    CHART_DIGEST_ANNOTATION,
+    INSTANCE_ANNOTATION,
+    VALUES_DIGEST_ANNOTATION,
+    Owner,
+    Record,
+)
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
+ME = Owner("apps", "web")
+DESIRED = Desired(ME, "sha256:chart", "sha256:values", action_timeout=300, instance="me")
+
+
+def record(
+    version: int,
+    status: str,
+    *,
+    owner: Owner | None = ME,
+    chart: str = "sha256:chart",
+    values: str = "sha256:values",
+    instance: str = "me",
+    age: float = 10,
+) -> Record:
+    labels = {"owner": "helm", "name": "web", "status": status, "version": str(version)}
+    annotations = {}
+    if owner is not None:
+        labels |= owner.labels()
+        annotations = {
+            CHART_DIGEST_ANNOTATION: chart,
+            VALUES_DIGEST_ANNOTATION: values,
+            INSTANCE_ANNOTATION: instance,
+        }
+    created = (NOW - datetime.timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Record(
+        {
+            "metadata": {
+                "name": f"sh.helm.release.v1.web.v{version}",
+                "labels": labels,
+                "annotations": annotations,
+                "creationTimestamp": created,
+            }
+        }
+    )
+
+
+def test_nothing_stored_means_install() -> None:
+    assert decide(DESIRED, [], NOW).action is Action.INSTALL
+
+
+def test_deployed_and_in_sync_means_nothing_to_do() -> None:
+    assert decide(DESIRED, [record(1, "superseded"), record(2, "deployed")], NOW).action is Action.NONE
+
+
+@pytest.mark.parametrize(
+    ("chart", "values"), [("sha256:other", "sha256:values"), ("sha256:chart", "sha256:other")]
+)
+def test_a_changed_chart_or_values_means_upgrade(chart: str, values: str) -> None:
+    decision = decide(DESIRED, [record(1, "deployed", chart=chart, values=values)], NOW)
+    assert decision.action is Action.UPGRADE
+    assert not decision.out_of_band
+
+
+def test_a_release_of_another_helmrelease_is_refused() -> None:
+    decision = decide(DESIRED, [record(1, "deployed", owner=Owner("apps", "other"))], NOW)
+    assert decision.action is Action.REFUSE
+    assert "apps/other" in decision.reason
+
+
+def test_a_revision_written_by_the_cli_is_noticed_and_reconverged() -> None:
+    decision = decide(DESIRED, [record(1, "superseded"), record(2, "deployed", owner=None)], NOW)
+    assert decision.action is Action.UPGRADE
+    assert decision.out_of_band
+
+
+def test_a_release_installed_by_the_cli_is_adopted() -> None:
+    decision = decide(DESIRED, [record(1, "deployed", owner=None)], NOW)
+    assert (decision.action, decision.out_of_band) == (Action.UPGRADE, True)
+
+
+def test_a_pending_revision_of_a_running_cli_is_left_alone() -> None:
+    decision = decide(DESIRED, [record(1, "deployed"), record(2, "pending-upgrade", owner=None)], NOW)
+    assert decision.action is Action.WAIT
+
+
+def test_a_pending_revision_of_an_earlier_operator_process_is_unlocked() -> None:
+    pending = record(2, "pending-upgrade", instance="crashed-process")
+    assert decide(DESIRED, [record(1, "deployed"), pending], NOW).action is Action.UNLOCK
+
+
+def test_a_pending_revision_older_than_the_timeout_is_unlocked() -> None:
+    pending = record(2, "pending-install", age=301)
+    assert decide(DESIRED, [pending], NOW).action is Action.UNLOCK
+
+
+def test_a_fresh_pending_revision_of_this_process_is_waited_for() -> None:
+    assert decide(DESIRED, [record(1, "pending-install", age=5)], NOW).action is Action.WAIT
+
+
+def test_an_uninstalled_release_with_history_is_installed_again() -> None:
+    assert decide(DESIRED, [record(3, "uninstalled")], NOW).action is Action.INSTALL
+
+
+def test_a_failed_revision_with_unchanged_inputs_is_not_retried_here() -> None:
+    # Retrying the same failed inputs is remediation's decision, not a blind loop.
+    assert decide(DESIRED, [record(1, "deployed"), record(2, "failed")], NOW).action is Action.NONE
