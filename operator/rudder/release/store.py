@@ -147,7 +147,9 @@ class ReleaseStore:
         return sorted(records, key=lambda record: record.version)
 
     def _secret(self, release: Release, stamp: Stamp | None) -> JSON:
-        body = release_secret(release, extra_labels=stamp.owner.labels() if stamp else {})
+        body = release_secret(
+            release, extra_labels=stamp.owner.labels() if stamp else {}, update=stamp is None
+        )
         if stamp is not None:
             body.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp.annotations())
         return body
@@ -166,12 +168,10 @@ class ReleaseStore:
     async def update(self, record: Record, release: Release) -> Record:
         """Rewrite a revision (e.g. pending -> deployed), keeping rudder's labels and
         annotations; the resourceVersion makes a concurrent change fail, not vanish."""
-        body = self._secret(release, None)
+        ours = {k: v for k, v in record.labels.items() if k.startswith("rudder.dev/")}
+        body = release_secret(release, extra_labels=ours, update=True)
         meta = body.setdefault("metadata", {})
         meta["resourceVersion"] = record.meta.get("resourceVersion")
-        meta.setdefault("labels", {}).update(
-            {k: v for k, v in record.labels.items() if k.startswith("rudder.dev/")}
-        )
         meta.setdefault("annotations", {}).update(
             {k: v for k, v in record.annotations.items() if k.startswith("rudder.dev/")}
         )
