@@ -152,8 +152,15 @@ def push(registry: str, chart_dir: Path, repository: str = "charts") -> str:
     return f"oci://{registry}/{repository}/{name}@{digest}"
 
 
-def app_chart(root: Path, version: str = "1.0.0", *, extra_templates: Mapping[str, str] | None = None,
-              drop: tuple[str, ...] = ()) -> Path:  # fmt: skip
+def app_chart(
+    root: Path,
+    version: str = "1.0.0",
+    *,
+    extra_templates: Mapping[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> Path:
     templates = {k: v for k, v in APP_TEMPLATES.items() if k not in drop}
     templates.update(extra_templates or {})
-    return write_chart(root, "app", version, templates, APP_VALUES, crds={"widget.yaml": WIDGET_CRD})
+    return write_chart(
+        root, "app", version, templates, APP_VALUES, crds={"widget.yaml": WIDGET_CRD}
+    )

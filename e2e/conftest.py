@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from localcluster import (
     DEFAULT_DIR,
     REGISTRY_PASSWORD,
@@ -27,7 +28,6 @@ from localcluster import (
     load_state,
     tail,
 )
-
 from operator_process import OperatorProcess, install_prerequisites, service_account_kubeconfig
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -163,15 +163,12 @@ def rudder(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
     if report.failed and "cluster" in getattr(item, "fixturenames", ()):
         fixture = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
         if isinstance(fixture, Cluster):
-            for log in sorted(fixture.logs.glob("*.log")):
-                report.sections.append((f"{log.name} (last lines)", tail(log, 15)))
+            report.sections.append(("cluster logs", f"component logs in {fixture.logs}"))
         operator = item.funcargs.get("rudder") if hasattr(item, "funcargs") else None
         if isinstance(operator, OperatorProcess):
             report.sections.append(("operator log (last lines)", operator.tail(60)))

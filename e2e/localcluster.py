@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
 from pki import Pki
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,7 +103,10 @@ def _kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> str:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "local", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
+                {
+                    "name": "local",
+                    "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+                }
             ],
             "users": [
                 {
@@ -288,9 +292,13 @@ class LocalCluster:
         log = (self.logs / f"{name}.log").open("ab")
         # A session of its own: `down` (another process) can signal the whole group.
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.dir,
-        )  # fmt: skip
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.dir,
+        )
         log.close()
 
     def _start_registry(self, name: str, *, htpasswd: bool) -> str:
@@ -302,14 +310,19 @@ class LocalCluster:
                 "filesystem": {"rootdirectory": str(self.dir / name)},
                 "delete": {"enabled": True},
             },
-            "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+            "http": {
+                "addr": f"127.0.0.1:{port}",
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
         }
         if htpasswd:
             password_file = self.dir / f"{name}.htpasswd"
             hashed = subprocess.run(
                 ["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
-                check=True, capture_output=True, text=True,
-            ).stdout  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             password_file.write_text(hashed)
             config["auth"] = {"htpasswd": {"realm": "rudder-local", "path": str(password_file)}}
         config_file = self.dir / f"{name}.yaml"
@@ -353,8 +366,11 @@ class LocalCluster:
         assert self.state is not None
         result = subprocess.run(
             [str(tool("kubectl")), f"--kubeconfig={self.state.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
@@ -366,7 +382,10 @@ class LocalCluster:
                 "kind": "Node",
                 "metadata": {
                     "name": f"kwok-node-{index}",
-                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
                     "labels": {
                         "type": "kwok",
                         "kubernetes.io/hostname": f"kwok-node-{index}",
@@ -381,7 +400,12 @@ class LocalCluster:
             }
             for index in range(FAKE_NODES)
         ]
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+        )
 
     def _wait_for_default_service_account(self, timeout: float = 60) -> None:
         """Pods cannot be created before the controller-manager made the `default` SA."""
@@ -391,7 +415,9 @@ class LocalCluster:
                 self.kubectl("get", "serviceaccount", "default", "-n", "default")
                 return
             time.sleep(0.5)
-        raise ClusterError("the default ServiceAccount never appeared; see kube-controller-manager.log")
+        raise ClusterError(
+            "the default ServiceAccount never appeared; see kube-controller-manager.log"
+        )
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -447,9 +473,13 @@ def running_cluster(directory: Path | None = None) -> Iterator[LocalCluster]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: %(default)s)")
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     directory: Path = args.dir.resolve()
 
@@ -467,8 +497,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         # The processes live on in their own sessions after this command returns.
         print(f"control plane up in {time.monotonic() - started:.1f}s", file=sys.stderr)
-        print(f"  registry {state.registry}, auth registry {state.auth_registry} "
-              f"(user {REGISTRY_USER})", file=sys.stderr)  # fmt: skip
+        print(
+            f"  registry {state.registry}, auth registry {state.auth_registry} "
+            f"(user {REGISTRY_USER})",
+            file=sys.stderr,
+        )
         print(state.kubeconfig)
         return 0
     state = load_state(directory)

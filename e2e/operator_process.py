@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+
 from localcluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,13 +34,22 @@ def install_prerequisites(kubectl: Sequence[str]) -> None:
     for name in RBAC_MANIFESTS:
         subprocess.run(
             [*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(DEPLOY / name)],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     subprocess.run(
-        [*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/helmreleases.rudder.dev"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/helmreleases.rudder.dev",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def service_account_kubeconfig(kubectl: Sequence[str], admin_kubeconfig: Path, out: Path) -> Path:
@@ -47,8 +57,10 @@ def service_account_kubeconfig(kubectl: Sequence[str], admin_kubeconfig: Path, o
     namespace, name = SERVICE_ACCOUNT
     token = subprocess.run(
         [*kubectl, "create", "token", name, "-n", namespace, "--duration=24h"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     out.write_text(
@@ -86,22 +98,30 @@ class OperatorProcess:
     @property
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "rudder", "run",
+            sys.executable,
+            "-m",
+            "rudder",
+            "run",
             f"--kubeconfig={self.kubeconfig}",
             f"--chart-cache-dir={self.workdir / 'chart-cache'}",
             f"--health-addr=127.0.0.1:{self.health_port}",
             "--log-level=debug",
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def start(self, timeout: float = 30) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=self.workdir, start_new_session=True,
-        )  # fmt: skip
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -109,7 +129,7 @@ class OperatorProcess:
                 raise RuntimeError(f"rudder exited with {self.process.returncode}:\n{self.tail()}")
             with contextlib.suppress(OSError):
                 url = f"http://127.0.0.1:{self.health_port}/healthz"
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
                         return
             time.sleep(0.2)

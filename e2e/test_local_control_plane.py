@@ -11,6 +11,7 @@ from pathlib import Path
 import helm_python
 import oras.provider
 import pytest
+
 from conftest import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +28,13 @@ def test_both_helm_clis_and_kubectl_answer(cluster: Cluster) -> None:
 
 def test_apiserver_enforces_rbac(cluster: Cluster) -> None:
     denied = cluster.kubectl(
-        "auth", "can-i", "create", "secrets", "--as=system:serviceaccount:default:default",
+        "auth",
+        "can-i",
+        "create",
+        "secrets",
+        "--as=system:serviceaccount:default:default",
         check=False,
-    )  # fmt: skip
+    )
     assert denied.stdout.strip() == "no"
 
 
@@ -111,12 +116,14 @@ def test_failing_image_never_becomes_ready(cluster: Cluster) -> None:
     cluster.kubectl("create", "namespace", "kwok-fail")
     cluster.kubectl("create", "deployment", "broken", "--image=nginx:fail", "-n", "kwok-fail")
     _wait_for(
-        lambda: "CrashLoopBackOff"
-        in cluster.kubectl("get", "pods", "-n", "kwok-fail", "-o", "json").stdout
+        lambda: (
+            "CrashLoopBackOff"
+            in cluster.kubectl("get", "pods", "-n", "kwok-fail", "-o", "json").stdout
+        )
     )
     ready = cluster.kubectl(
         "get", "deployment", "broken", "-n", "kwok-fail", "-o", "jsonpath={.status.readyReplicas}"
-    ).stdout  # fmt: skip
+    ).stdout
     assert ready in ("", "0")
     cluster.kubectl("delete", "namespace", "kwok-fail", "--wait=false")
 

@@ -57,7 +57,9 @@ def test_nothing_stored_means_install() -> None:
 
 
 def test_deployed_and_in_sync_means_nothing_to_do() -> None:
-    assert decide(DESIRED, [record(1, "superseded"), record(2, "deployed")], NOW).action is Action.NONE
+    assert (
+        decide(DESIRED, [record(1, "superseded"), record(2, "deployed")], NOW).action is Action.NONE
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,7 +89,9 @@ def test_a_release_installed_by_the_cli_is_adopted() -> None:
 
 
 def test_a_pending_revision_of_a_running_cli_is_left_alone() -> None:
-    decision = decide(DESIRED, [record(1, "deployed"), record(2, "pending-upgrade", owner=None)], NOW)
+    decision = decide(
+        DESIRED, [record(1, "deployed"), record(2, "pending-upgrade", owner=None)], NOW
+    )
     assert decision.action is Action.WAIT
 
 

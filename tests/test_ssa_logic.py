@@ -43,7 +43,10 @@ def test_every_conflicting_field_is_listed() -> None:
         {"reason": "FieldManagerConflict", "message": 'conflict with "a"', "field": ".spec.x"},
         {"reason": "FieldManagerConflict", "message": 'conflict with "b" using v1', "field": ".y"},
     )
-    assert [(c.manager, c.field) for c in parse_conflicts(REF, error)] == [("a", ".spec.x"), ("b", ".y")]
+    assert [(c.manager, c.field) for c in parse_conflicts(REF, error)] == [
+        ("a", ".spec.x"),
+        ("b", ".y"),
+    ]
 
 
 def test_a_conflict_without_causes_is_still_reported() -> None:
@@ -61,20 +64,46 @@ def test_field_sets_union() -> None:
 
 
 MANAGED = [
-    {"manager": "rudder", "operation": "Apply", "apiVersion": "apps/v1", "time": "t1",
-     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
-    {"manager": "helm", "operation": "Apply", "apiVersion": "apps/v1", "time": "t2",
-     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
-    {"manager": "helm", "operation": "Update", "apiVersion": "apps/v1", "time": "t3",
-     "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
-    {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
-     "time": "t4", "subresource": "scale", "fieldsType": "FieldsV1",
-     "fieldsV1": {"f:spec": {"f:replicas": {}}}},
-]  # fmt: skip
+    {
+        "manager": "rudder",
+        "operation": "Apply",
+        "apiVersion": "apps/v1",
+        "time": "t1",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:template": {}}},
+    },
+    {
+        "manager": "helm",
+        "operation": "Apply",
+        "apiVersion": "apps/v1",
+        "time": "t2",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    },
+    {
+        "manager": "helm",
+        "operation": "Update",
+        "apiVersion": "apps/v1",
+        "time": "t3",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {"f:labels": {}}},
+    },
+    {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "apiVersion": "apps/v1",
+        "time": "t4",
+        "subresource": "scale",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    },
+]
 
 
 def test_takeover_moves_helm_fields_to_rudder_and_leaves_others() -> None:
-    out = takeover_managed_fields(MANAGED, take_from=["helm"], field_manager="rudder", api_version="apps/v1")
+    out = takeover_managed_fields(
+        MANAGED, take_from=["helm"], field_manager="rudder", api_version="apps/v1"
+    )
     assert out is not None
     managers = [(e["manager"], e["operation"]) for e in out]
     assert managers == [("rudder", "Apply"), ("kube-controller-manager", "Update")]
@@ -86,12 +115,24 @@ def test_takeover_moves_helm_fields_to_rudder_and_leaves_others() -> None:
 
 
 def test_takeover_without_donor_entries_changes_nothing() -> None:
-    assert takeover_managed_fields(MANAGED[:1], take_from=["helm"], field_manager="rudder",
-                                   api_version="apps/v1") is None  # fmt: skip
+    assert (
+        takeover_managed_fields(
+            MANAGED[:1], take_from=["helm"], field_manager="rudder", api_version="apps/v1"
+        )
+        is None
+    )
 
 
 def test_takeover_creates_rudder_entry_when_missing() -> None:
-    out = takeover_managed_fields(MANAGED[1:2], take_from=["helm"], field_manager="rudder",
-                                  api_version="apps/v1")  # fmt: skip
-    assert out == [{"manager": "rudder", "operation": "Apply", "apiVersion": "apps/v1",
-                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]  # fmt: skip
+    out = takeover_managed_fields(
+        MANAGED[1:2], take_from=["helm"], field_manager="rudder", api_version="apps/v1"
+    )
+    assert out == [
+        {
+            "manager": "rudder",
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }
+    ]

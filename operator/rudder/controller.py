@@ -72,7 +72,7 @@ def connection_info(kube: KubeClient) -> kopf.ConnectionInfo:
     header = config.api_key.get("BearerToken") or config.api_key.get("authorization")
     token = header.split(" ", 1)[-1] if header else None
     return kopf.ConnectionInfo(
-        server=config.host,
+        server=str(config.host),
         ca_path=config.ssl_ca_cert,
         insecure=not config.verify_ssl,
         scheme="Bearer" if token else None,

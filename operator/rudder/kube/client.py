@@ -127,12 +127,14 @@ class KubeClient:
         query: Mapping[str, str | int | bool] | Sequence[tuple[str, str]] | None,
         body: Any,
         content_type: str | None,
-        timeout: float | None,
+        request_timeout: float | None,
         accept: str = "application/json",
     ) -> aiohttp.ClientResponse:
         await self.limiter.acquire()
         query_params = list(query.items()) if isinstance(query, Mapping) else list(query or [])
-        query_params = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query_params]
+        query_params = [
+            (k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query_params
+        ]
         response: aiohttp.ClientResponse = await self.api.call_api(
             path,
             method,
@@ -141,7 +143,7 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,
-            _request_timeout=timeout or self.settings.request_timeout,
+            _request_timeout=request_timeout or self.settings.request_timeout,
         )
         for observe in self.observers:
             observe(method, response.status)
@@ -155,7 +157,7 @@ class KubeClient:
         query: Mapping[str, str | int | bool] | Sequence[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = "application/json",
-        timeout: float | None = None,
+        request_timeout: float | None = None,
         accept: str = "application/json",
     ) -> JSON:
         """Send one request; return the decoded JSON answer or raise ApiError."""
@@ -165,7 +167,7 @@ class KubeClient:
             query=query,
             body=body,
             content_type=content_type,
-            timeout=timeout,
+            request_timeout=request_timeout,
             accept=accept,
         )
         async with response:
@@ -203,7 +205,12 @@ class KubeClient:
             **query,
         }
         response = await self._send(
-            "GET", path, query=params, body=None, content_type=None, timeout=timeout_seconds + 30
+            "GET",
+            path,
+            query=params,
+            body=None,
+            content_type=None,
+            request_timeout=timeout_seconds + 30,
         )
         async with response:
             if response.status >= 400:
@@ -227,7 +234,7 @@ async def connect(
     if path:
         await k8s_config.load_kube_config(config_file=str(path), client_configuration=configuration)
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         await k8s_config.load_kube_config(client_configuration=configuration)
     # One connection pool shared by every concurrent reconcile.

@@ -55,7 +55,9 @@ def parse_discovery(documents: list[JSON], version: JSON) -> Snapshot:
         for group in document.get("items", []):
             group_name = group.get("metadata", {}).get("name", "")
             for entry in group.get("versions", []):
-                group_version = f"{group_name}/{entry['version']}" if group_name else entry["version"]
+                group_version = (
+                    f"{group_name}/{entry['version']}" if group_name else entry["version"]
+                )
                 versions.add(group_version)
                 for item in entry.get("resources", []):
                     kind = (item.get("responseKind") or {}).get("kind", "")

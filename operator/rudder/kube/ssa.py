@@ -117,7 +117,9 @@ class StageRejected(Exception):
         self.failures = list(failures)
         parts = [f"{c.kind}/{c.name} {c.field} owned by {c.manager}" for c in self.conflicts]
         parts += [str(failure) for failure in self.failures]
-        super().__init__("; ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else ""))
+        super().__init__(
+            "; ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
+        )
 
     @property
     def forbidden(self) -> list[ObjectFailure]:
@@ -141,7 +143,9 @@ class Applier:
         return Applier(self.kube.impersonate(user), self.discovery, self.field_manager)
 
     async def resource_of(self, obj: JSON) -> Resource:
-        return await self.discovery.resource(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        return await self.discovery.resource(
+            str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        )
 
     async def path_of(self, ref: ObjectRef) -> str:
         resource = await self.discovery.resource(ref.api_version, ref.kind)
@@ -172,7 +176,11 @@ class Applier:
             await self.kube.request(
                 "DELETE",
                 path,
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": propagation,
+                },
             )
         except ApiError as error:
             if error.code == 404:
@@ -278,9 +286,7 @@ def takeover_managed_fields(
     return kept
 
 
-async def take_over_fields(
-    applier: Applier, ref: ObjectRef, take_from: Iterable[str]
-) -> bool:
+async def take_over_fields(applier: Applier, ref: ObjectRef, take_from: Iterable[str]) -> bool:
     """Move the fields `take_from` managers own on `ref` to rudder's manager. True if moved.
     The resourceVersion test makes a concurrent writer's change fail this, not vanish."""
     live = await applier.get(ref)

@@ -51,7 +51,9 @@ class EventRecorder:
         try:
             await self.kube.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
         except ApiError as error:
-            log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta.get("name"), error)
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, namespace, meta.get("name"), error
+            )
 
     async def normal(self, obj: dict[str, Any], reason: str, message: str) -> None:
         await self.emit(obj, type_="Normal", reason=reason, message=message)

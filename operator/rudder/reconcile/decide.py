@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rudder.release.history import PENDING, latest
 from rudder.release.store import Owner, Record
 
+
 class Action(enum.Enum):
     NONE = "none"  # in sync: nothing to write
     INSTALL = "install"
@@ -55,12 +56,17 @@ def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) 
     ours = current.owner == desired.owner
     if current.status in PENDING:
         if not ours:
-            return Decision(Action.WAIT, f"revision {current.version} is {current.status} "
-                            "(written by another client, e.g. a running helm command)")  # fmt: skip
+            return Decision(
+                Action.WAIT,
+                f"revision {current.version} is {current.status} "
+                "(written by another client, e.g. a running helm command)",
+            )
         age = (now - current.created).total_seconds()
         if current.operator_instance != desired.instance or age > desired.action_timeout:
-            return Decision(Action.UNLOCK, f"revision {current.version} was left "
-                            f"{current.status} by an earlier attempt")  # fmt: skip
+            return Decision(
+                Action.UNLOCK,
+                f"revision {current.version} was left {current.status} by an earlier attempt",
+            )
         return Decision(Action.WAIT, f"revision {current.version} is {current.status}")
 
     if current.status == "uninstalled":

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from rudder.chart.render import RenderRequest, Renderer
+from rudder.chart.render import Renderer, RenderRequest
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.ssa import (
@@ -132,7 +132,9 @@ def owned_by_release(live: JSON, release_name: str, release_namespace: str) -> b
     )
 
 
-def manifest_identities(manifest_text: str, namespace: str) -> dict[tuple[str, str, str, str], JSON]:
+def manifest_identities(
+    manifest_text: str, namespace: str
+) -> dict[tuple[str, str, str, str], JSON]:
     """Objects of a stored manifest by identity (namespace defaulted to the release's)."""
     out: dict[tuple[str, str, str, str], JSON] = {}
     for index, document in enumerate(split_manifests(manifest_text)):
@@ -191,20 +193,23 @@ class Deployer:
         hooks, manifests = sort_manifests(rendered)
         notes = release_notes(rendered, request.chart_name)
 
-        crds = [
-            document
-            for crd in request.chart.crds
-            for document in self._crd_documents(crd)
-        ] if request.crds_policy != "Skip" else []  # fmt: skip
+        crds = (
+            [document for crd in request.chart.crds for document in self._crd_documents(crd)]
+            if request.crds_policy != "Skip"
+            else []
+        )
 
         stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
         await self._check_ownership(applier, request, stage_one + stage_two + deferred, previous)
 
         if request.take_over_from:
-            await asyncio.gather(*(
-                take_over_fields(applier, p.ref, request.take_over_from)
-                for p in stage_one + stage_two if p.ref.kind != "Namespace"
-            ))  # fmt: skip
+            await asyncio.gather(
+                *(
+                    take_over_fields(applier, p.ref, request.take_over_from)
+                    for p in stage_one + stage_two
+                    if p.ref.kind != "Namespace"
+                )
+            )
 
         # The whole stage is proven before anything is applied.
         await self._dry_run(applier, [p.obj for p in stage_one], request.force_conflicts)
@@ -242,7 +247,9 @@ class Deployer:
 
         try:
             await applier.apply_stage([p.obj for p in stage_one], force=request.force_conflicts)
-            await self._wait_established(applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"])
+            await self._wait_established(
+                applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
+            )
             if deferred:
                 self.discovery.invalidate()
                 resolved = [await self._resolve(p.obj, request) for p in deferred]
@@ -250,7 +257,13 @@ class Deployer:
             await applier.apply_stage([p.obj for p in stage_two], force=request.force_conflicts)
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
         except StageRejected as rejected:
-            await self._finish(store, record, pending, "failed", f"{'Install' if request.is_install else 'Upgrade'} failed: {rejected}")
+            await self._finish(
+                store,
+                record,
+                pending,
+                "failed",
+                f"{'Install' if request.is_install else 'Upgrade'} failed: {rejected}",
+            )
             raise DeployError(
                 "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
                 str(rejected),
@@ -258,7 +271,13 @@ class Deployer:
                 stage=rejected,
             ) from rejected
         except (ApiError, TimeoutError) as error:
-            await self._finish(store, record, pending, "failed", f"{'Install' if request.is_install else 'Upgrade'} failed: {error}")
+            await self._finish(
+                store,
+                record,
+                pending,
+                "failed",
+                f"{'Install' if request.is_install else 'Upgrade'} failed: {error}",
+            )
             raise DeployError(
                 "InstallFailed" if request.is_install else "UpgradeFailed",
                 str(error),
@@ -267,9 +286,12 @@ class Deployer:
             ) from error
 
         done = await self._finish(
-            store, record, pending, "deployed",
+            store,
+            record,
+            pending,
+            "deployed",
             request.description,
-        )  # fmt: skip
+        )
         upgraded_from = None if request.is_install or previous is None else previous.version
         for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
             await store.update(old, history.with_status(old.release, history.Status.SUPERSEDED))
@@ -292,7 +314,9 @@ class Deployer:
         return documents
 
     async def _resolve(self, obj: JSON, request: DeployRequest) -> _Planned:
-        resource = await self.discovery.resource(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        resource = await self.discovery.resource(
+            str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        )
         placed = ensure_namespace(obj, resource, request.target_namespace)
         placed = with_helm_metadata(placed, request.release_name, request.storage_namespace)
         return _Planned(placed, ObjectRef.of(placed), not resource.namespaced)
@@ -309,7 +333,11 @@ class Deployer:
             for version in crd.get("spec", {}).get("versions", [])
         }
         if request.create_namespace:
-            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": request.target_namespace}}
+            namespace = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": request.target_namespace},
+            }
             stage_one.append(_Planned(namespace, ObjectRef.of(namespace), True))
         existing_crds = await self._existing(crds) if request.crds_policy == "Create" else set()
         for crd in crds:
@@ -324,7 +352,9 @@ class Deployer:
             api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
             if kind == "CustomResourceDefinition":
                 for version in obj.get("spec", {}).get("versions", []):
-                    new_kinds.add((f"{obj['spec']['group']}/{version['name']}", obj["spec"]["names"]["kind"]))
+                    new_kinds.add(
+                        (f"{obj['spec']['group']}/{version['name']}", obj["spec"]["names"]["kind"])
+                    )
             try:
                 planned = await self._resolve(obj, request)
             except UnknownKind as error:
@@ -366,17 +396,23 @@ class Deployer:
         if previous is not None and previous.status not in ("uninstalled",):
             known = set(manifest_identities(previous.release.manifest, request.target_namespace))
         candidates = [
-            p for p in planned
-            if p.ref.kind not in ("CustomResourceDefinition",) and p.ref.identity() not in known
-            and not (p.ref.kind == "Namespace" and request.create_namespace
-                     and p.ref.name == request.target_namespace)
-        ]  # fmt: skip
+            p
+            for p in planned
+            if p.ref.kind not in ("CustomResourceDefinition",)
+            and p.ref.identity() not in known
+            and not (
+                p.ref.kind == "Namespace"
+                and request.create_namespace
+                and p.ref.name == request.target_namespace
+            )
+        ]
         lives = await asyncio.gather(*(applier.get(p.ref) for p in candidates))
         foreign = [
-            p.ref for p, live in zip(candidates, lives, strict=True)
+            p.ref
+            for p, live in zip(candidates, lives, strict=True)
             if live is not None
             and not owned_by_release(live, request.release_name, request.storage_namespace)
-        ]  # fmt: skip
+        ]
         if foreign:
             names = ", ".join(str(ref) for ref in foreign[:5])
             raise DeployError(
@@ -405,10 +441,14 @@ class Deployer:
             while True:
                 live = await applier.get(ref)
                 conditions = (live or {}).get("status", {}).get("conditions") or []
-                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True" for c in conditions
+                ):
                     break
                 if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{ref} was not Established within {CRD_ESTABLISHED_TIMEOUT:.0f}s")
+                    raise TimeoutError(
+                        f"{ref} was not Established within {CRD_ESTABLISHED_TIMEOUT:.0f}s"
+                    )
                 await asyncio.sleep(0.5)
 
     async def _prune(
@@ -454,5 +494,3 @@ def _failure_reason(failures: Sequence[ObjectFailure]) -> str:
     if any(failure.code == 403 for failure in failures):
         return "AccessDenied"
     return "ApplyFailed"
-
-

@@ -11,6 +11,7 @@ generation: the worker sets `superseded` on the running reconcile, which abandon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -127,10 +128,8 @@ class Manager:
             if delay is None:
                 await slot.wake.wait()
             else:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slot.wake.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
             slot.wake.clear()
             body = slot.body
             if body is None:

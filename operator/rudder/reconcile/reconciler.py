@@ -17,19 +17,18 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from rudder.chart.errors import ChartError
-from rudder.chart.render import RenderError, Renderer
+from rudder.chart.render import Renderer, RenderError
 from rudder.chart.source import ChartRequest, ChartSource, LoadedChart
 from rudder.config import OperatorConfig
 from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
-from rudder.model import ChartReference, HelmReleaseSpec, SpecError, parse_spec
+from rudder.model import HelmReleaseSpec, SpecError, parse_spec
 from rudder.observe.events import EventRecorder
 from rudder.reconcile.decide import Action, Desired, decide
-from rudder.reconcile.deploy import DeployError, Deployer, DeployRequest
+from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest
 from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
@@ -105,7 +104,12 @@ class Reconciler:
         self.wake: Callable[[tuple[str, str]], None] = lambda key: None
         self.sources = SourceWatcher(kube, lambda key: self.wake(key))
 
-    async def __call__(self, body: JSON, run: Run) -> Outcome:
+    async def __call__(self, event_body: JSON, run: Run) -> Outcome:
+        # The watch may lag behind this process's own last status write; acting on a stale
+        # status would undo it. One read gives the object as it is now.
+        body = await self.kube.get_or_none(Target(event_body).path)
+        if body is None:
+            return Outcome(requeue_after=None)
         target = Target(body)
         draft = StatusDraft(body.get("status"), target.generation)
         try:
@@ -135,9 +139,11 @@ class Reconciler:
 
     # -- the main path -------------------------------------------------------------------
 
-    async def _reconcile(self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft) -> Outcome:
+    async def _reconcile(
+        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft
+    ) -> Outcome:
         request = await self._chart_request(target, spec)
-        reference = ChartReference.parse(spec.chart.ref)
+        reference = spec.chart.reference
         chart: LoadedChart | None = None
         try:
             digest = reference.digest
@@ -152,9 +158,11 @@ class Reconciler:
         )
         try:
             values = await compose_values(
-                self.kube.impersonate(spec.service_account_user), target.namespace,
-                spec.values_from, spec.values,
-            )  # fmt: skip
+                self.kube.impersonate(spec.service_account_user),
+                target.namespace,
+                spec.values_from,
+                spec.values,
+            )
         except ValuesSourceError as error:
             draft.failed("ValuesSourceNotFound", error.message, stalled=False)
             return Outcome(requeue_after=spec.interval, failed=True)
@@ -176,9 +184,14 @@ class Reconciler:
             records = await self.store.history(spec.storage_namespace, spec.release_name)
             decision = decide(desired, records, now)
 
-        draft.set("lastAttempted", {
-            "generation": target.generation, "chartDigest": digest, "valuesDigest": values.digest,
-        })  # fmt: skip
+        draft.set(
+            "lastAttempted",
+            {
+                "generation": target.generation,
+                "chartDigest": digest,
+                "valuesDigest": values.digest,
+            },
+        )
         if decision.action is Action.REFUSE:
             draft.failed("ReleaseOwnedElsewhere", decision.reason, stalled=True)
             return Outcome(requeue_after=None)
@@ -189,8 +202,10 @@ class Reconciler:
             self._report_release(draft, spec, records)
             current = latest(records)
             if current is not None and current.status == "deployed":
-                draft.ready("InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
-                            f"Release {spec.release_name} revision {current.version} is deployed")  # fmt: skip
+                draft.ready(
+                    "InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
+                    f"Release {spec.release_name} revision {current.version} is deployed",
+                )
             return Outcome(requeue_after=spec.interval)
 
         # install or upgrade: now the chart bytes are needed.
@@ -217,7 +232,9 @@ class Reconciler:
                     chart=chart.chart,
                     chart_name=chart.metadata.name,
                     values=values.values,
-                    stamp=Stamp(target.owner, chart.digest, values.digest, target.generation, self.instance),
+                    stamp=Stamp(
+                        target.owner, chart.digest, values.digest, target.generation, self.instance
+                    ),
                     records=records,
                     is_install=is_install,
                     crds_policy=action_spec.crds,
@@ -250,7 +267,11 @@ class Reconciler:
         records = await self.store.history(spec.storage_namespace, spec.release_name)
         self._report_release(draft, spec, records)
         reason = "InstallSucceeded" if is_install else "UpgradeSucceeded"
-        message = f"{'Installed' if is_install else 'Upgraded'} {spec.release_name} revision {result.release.version} ({chart.metadata.name}:{chart.metadata.version})"
+        done = "Installed" if is_install else "Upgraded"
+        message = (
+            f"{done} {spec.release_name} revision {result.release.version} "
+            f"({chart.metadata.name}:{chart.metadata.version})"
+        )
         draft.condition("Released", "True", reason, message)
         draft.ready(reason, message)
         await self.events.normal(target.body, reason, message)
@@ -259,14 +280,21 @@ class Reconciler:
 
     # -- failures ------------------------------------------------------------------------
 
-    def _chart_failed(self, draft: StatusDraft, error: ChartError, spec: HelmReleaseSpec) -> Outcome:
+    def _chart_failed(
+        self, draft: StatusDraft, error: ChartError, spec: HelmReleaseSpec
+    ) -> Outcome:
         draft.failed(error.reason, error.message, stalled=not error.retriable)
         if error.retriable:
             return Outcome(requeue_after=spec.interval, failed=True)
         return Outcome(requeue_after=None)
 
     async def _deploy_failed(
-        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft, error: DeployError, is_install: bool
+        self,
+        target: Target,
+        spec: HelmReleaseSpec,
+        draft: StatusDraft,
+        error: DeployError,
+        is_install: bool,
     ) -> Outcome:
         if error.stage is not None and error.stage.conflicts:
             draft.set("conflicts", [c.as_status() for c in error.stage.conflicts])
@@ -294,7 +322,9 @@ class Reconciler:
         async def secret_key(name: str | None, key: str) -> bytes | None:
             if not name:
                 return None
-            secret = await self.kube.get_or_none(f"/api/v1/namespaces/{target.namespace}/secrets/{name}")
+            secret = await self.kube.get_or_none(
+                f"/api/v1/namespaces/{target.namespace}/secrets/{name}"
+            )
             value = ((secret or {}).get("data") or {}).get(key)
             return base64.b64decode(value) if value else None
 
@@ -310,33 +340,51 @@ class Reconciler:
 
     def _report_chart(self, draft: StatusDraft, spec: HelmReleaseSpec, chart: LoadedChart) -> None:
         meta = chart.metadata
-        draft.set("chart", {
-            "ref": spec.chart.ref, "digest": chart.digest, "name": meta.name,
-            "version": meta.version, "appVersion": meta.app_version,
-            "nameVersion": f"{meta.name}:{meta.version}", "shortDigest": short_digest(chart.digest),
-        })  # fmt: skip
+        draft.set(
+            "chart",
+            {
+                "ref": spec.chart.ref,
+                "digest": chart.digest,
+                "name": meta.name,
+                "version": meta.version,
+                "appVersion": meta.app_version,
+                "nameVersion": f"{meta.name}:{meta.version}",
+                "shortDigest": short_digest(chart.digest),
+            },
+        )
 
-    def _report_release(self, draft: StatusDraft, spec: HelmReleaseSpec, records: list[Record]) -> None:
+    def _report_release(
+        self, draft: StatusDraft, spec: HelmReleaseSpec, records: list[Record]
+    ) -> None:
         current = latest(records)
         if current is None:
             draft.set("release", None)
             draft.set("history", None)
             return
-        info = current.release.info
-        draft.set("release", {
-            "name": spec.release_name, "namespace": spec.storage_namespace,
-            "revision": current.version, "status": current.status,
-            "lastDeployed": info.last_deployed.format() if info and info.last_deployed else None,
-        })  # fmt: skip
-        draft.set("history", [
-            {
-                "revision": record.version,
-                "status": record.status,
-                "chartDigest": record.chart_digest or "",
-                "valuesDigest": record.values_digest or "",
-            }
-            for record in sorted(records, key=lambda r: r.version, reverse=True)[: max(spec.max_history, 1)]
-        ])  # fmt: skip
+        info = current.release.info if current.status != "uninstalled" else None
+        release = {
+            "name": spec.release_name,
+            "namespace": spec.storage_namespace,
+            "revision": current.version,
+            "status": current.status,
+        }
+        if info is not None and info.last_deployed is not None:
+            release["lastDeployed"] = info.last_deployed.format()
+        draft.set("release", release)
+        draft.set(
+            "history",
+            [
+                {
+                    "revision": record.version,
+                    "status": record.status,
+                    "chartDigest": record.chart_digest or "",
+                    "valuesDigest": record.values_digest or "",
+                }
+                for record in sorted(records, key=lambda r: r.version, reverse=True)[
+                    : max(spec.max_history, 1)
+                ]
+            ],
+        )
 
     async def _unlock(self, spec: HelmReleaseSpec, records: list[Record]) -> None:
         current = latest(records)
@@ -350,7 +398,12 @@ class Reconciler:
         await self.kube.request(
             "PATCH",
             target.path,
-            body={"metadata": {"finalizers": finalizers, "resourceVersion": target.meta.get("resourceVersion")}},
+            body={
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": target.meta.get("resourceVersion"),
+                }
+            },
             content_type=MERGE_PATCH,
         )
 
@@ -373,7 +426,12 @@ class Reconciler:
             await self.kube.request(
                 "PATCH",
                 target.path,
-                body={"metadata": {"finalizers": finalizers, "resourceVersion": target.meta.get("resourceVersion")}},
+                body={
+                    "metadata": {
+                        "finalizers": finalizers,
+                        "resourceVersion": target.meta.get("resourceVersion"),
+                    }
+                },
                 content_type=MERGE_PATCH,
             )
         except ApiError as error:
@@ -393,4 +451,3 @@ class Reconciler:
             if error.code != 404:  # deleted meanwhile: nothing to report to
                 raise
         draft.current = draft.desired()
-

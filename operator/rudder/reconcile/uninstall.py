@@ -46,7 +46,9 @@ def crd_kinds(record: Record) -> set[tuple[str, str]]:
                 continue
             if isinstance(crd, dict) and crd.get("kind") == "CustomResourceDefinition":
                 spec = crd.get("spec") or {}
-                kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
+                kinds.add(
+                    (str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", "")))
+                )
     return kinds
 
 
@@ -79,7 +81,8 @@ class Uninstaller:
             namespace = (ref.namespace or spec.target_namespace) if resource.namespaced else ""
             try:
                 if await applier.delete(
-                    ObjectRef(ref.api_version, ref.kind, namespace, ref.name), propagation=propagation
+                    ObjectRef(ref.api_version, ref.kind, namespace, ref.name),
+                    propagation=propagation,
                 ):
                     deleted += 1
             except ApiError as error:

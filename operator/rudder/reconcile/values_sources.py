@@ -76,7 +76,8 @@ async def compose_values(
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise ValuesSourceError(
-                field, f"{ref.kind} {namespace}/{ref.name} key {ref.values_key!r} is not YAML{where}"
+                field,
+                f"{ref.kind} {namespace}/{ref.name} key {ref.values_key!r} is not YAML{where}",
             ) from None  # the YAML error may quote the Secret's content
         if not isinstance(layer, dict):
             raise ValuesSourceError(

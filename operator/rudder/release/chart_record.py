@@ -57,7 +57,11 @@ def chart_from_archive(archive: bytes, loaded: helm_python.Chart) -> Chart:
         "files": files,
     }
     for name, data, member in _entries(archive):
-        record = {"name": name, "data": base64.b64encode(data).decode(), "modtime": _modtime(member)}
+        record = {
+            "name": name,
+            "data": base64.b64encode(data).decode(),
+            "modtime": _modtime(member),
+        }
         if name == "Chart.yaml":
             chart_json["modtime"] = record["modtime"]
         elif name == "Chart.lock":

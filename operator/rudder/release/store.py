@@ -151,7 +151,9 @@ class ReleaseStore:
             release, extra_labels=stamp.owner.labels() if stamp else {}, update=stamp is None
         )
         if stamp is not None:
-            body.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp.annotations())
+            body.setdefault("metadata", {}).setdefault("annotations", {}).update(
+                stamp.annotations()
+            )
         return body
 
     async def create(self, release: Release, stamp: Stamp) -> Record:
