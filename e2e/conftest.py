@@ -26,7 +26,6 @@ from localcluster import (
     ClusterState,
     LocalCluster,
     load_state,
-    tail,
 )
 from operator_process import OperatorProcess, install_prerequisites, service_account_kubeconfig
 

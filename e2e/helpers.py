@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
+
 from conftest import Cluster
 
 

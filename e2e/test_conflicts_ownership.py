@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from charts import push, write_chart
 from conftest import Cluster
 from helpers import (

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from charts import app_chart, push
 from conftest import Cluster
 from helpers import (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,22 +189,34 @@ class Applier:
             raise
         return True
 
-    async def dry_run_stage(self, objects: Sequence[JSON], *, force: bool) -> list[JSON]:
-        return await self._stage(objects, dry_run=True, force=force)
+    async def dry_run_stage(
+        self, objects: Sequence[JSON], *, force: bool, forced: AbstractSet[ObjectRef] = frozenset()
+    ) -> list[JSON]:
+        return await self._stage(objects, dry_run=True, force=force, forced=forced)
 
-    async def apply_stage(self, objects: Sequence[JSON], *, force: bool) -> list[JSON]:
-        """Dry-run every object; if all pass, apply them all. Raises StageRejected."""
-        await self.dry_run_stage(objects, force=force)
-        return await self._stage(objects, dry_run=False, force=force)
+    async def apply_stage(
+        self, objects: Sequence[JSON], *, force: bool, forced: AbstractSet[ObjectRef] = frozenset()
+    ) -> list[JSON]:
+        """Dry-run every object; if all pass, apply them all. Raises StageRejected.
+        `force` forces every object; `forced` only those (objects being adopted)."""
+        await self.dry_run_stage(objects, force=force, forced=forced)
+        return await self._stage(objects, dry_run=False, force=force, forced=forced)
 
-    async def _stage(self, objects: Sequence[JSON], *, dry_run: bool, force: bool) -> list[JSON]:
+    async def _stage(
+        self,
+        objects: Sequence[JSON],
+        *,
+        dry_run: bool,
+        force: bool,
+        forced: AbstractSet[ObjectRef],
+    ) -> list[JSON]:
         limit = asyncio.Semaphore(STAGE_PARALLELISM)
 
         async def one(obj: JSON) -> JSON | Conflict | ObjectFailure | list[Conflict]:
             ref = ObjectRef.of(obj)
             async with limit:
                 try:
-                    return await self.apply(obj, dry_run=dry_run, force=force)
+                    return await self.apply(obj, dry_run=dry_run, force=force or ref in forced)
                 except ApiError as error:
                     if error.code == 409:
                         return parse_conflicts(ref, error)

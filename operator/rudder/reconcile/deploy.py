@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,7 +201,9 @@ class Deployer:
         )
 
         stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
-        await self._check_ownership(applier, request, stage_one + stage_two + deferred, previous)
+        adopted = await self._check_ownership(
+            applier, request, stage_one + stage_two + deferred, previous
+        )
 
         if request.take_over_from:
             await asyncio.gather(
@@ -212,8 +215,8 @@ class Deployer:
             )
 
         # The whole stage is proven before anything is applied.
-        await self._dry_run(applier, [p.obj for p in stage_one], request.force_conflicts)
-        await self._dry_run(applier, [p.obj for p in stage_two], request.force_conflicts)
+        await self._dry_run(applier, [p.obj for p in stage_one], request.force_conflicts, adopted)
+        await self._dry_run(applier, [p.obj for p in stage_two], request.force_conflicts, adopted)
 
         now = GoTime.now()
         first_deployed = now
@@ -246,7 +249,9 @@ class Deployer:
         record = await store.create(pending, request.stamp)
 
         try:
-            await applier.apply_stage([p.obj for p in stage_one], force=request.force_conflicts)
+            await applier.apply_stage(
+                [p.obj for p in stage_one], force=request.force_conflicts, forced=adopted
+            )
             await self._wait_established(
                 applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
             )
@@ -254,7 +259,9 @@ class Deployer:
                 self.discovery.invalidate()
                 resolved = [await self._resolve(p.obj, request) for p in deferred]
                 stage_two = stage_two + resolved
-            await applier.apply_stage([p.obj for p in stage_two], force=request.force_conflicts)
+            await applier.apply_stage(
+                [p.obj for p in stage_two], force=request.force_conflicts, forced=adopted
+            )
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
         except StageRejected as rejected:
             await self._finish(
@@ -388,10 +395,10 @@ class Deployer:
         request: DeployRequest,
         planned: Sequence[_Planned],
         previous: Record | None,
-    ) -> None:
-        """Objects new to this release must not belong to someone else (Helm's rule)."""
-        if request.take_ownership:
-            return
+    ) -> frozenset[ObjectRef]:
+        """Objects new to this release must not belong to someone else (Helm's rule).
+        With takeOwnership they are adopted instead: returned, to be applied with force,
+        since adopting an object means taking the fields the chart sets on it."""
         known: set[tuple[str, str, str, str]] = set()
         if previous is not None and previous.status not in ("uninstalled",):
             known = set(manifest_identities(previous.release.manifest, request.target_namespace))
@@ -413,6 +420,8 @@ class Deployer:
             if live is not None
             and not owned_by_release(live, request.release_name, request.storage_namespace)
         ]
+        if foreign and request.take_ownership:
+            return frozenset(foreign)
         if foreign:
             names = ", ".join(str(ref) for ref in foreign[:5])
             raise DeployError(
@@ -422,12 +431,19 @@ class Deployer:
                 f"{request.release_name}; set takeOwnership to adopt "
                 f"{'it' if len(foreign) == 1 else 'them'}",
             )
+        return frozenset()
 
-    async def _dry_run(self, applier: Applier, objects: Sequence[JSON], force: bool) -> None:
+    async def _dry_run(
+        self,
+        applier: Applier,
+        objects: Sequence[JSON],
+        force: bool,
+        forced: AbstractSet[ObjectRef],
+    ) -> None:
         if not objects:
             return
         try:
-            await applier.dry_run_stage(objects, force=force)
+            await applier.dry_run_stage(objects, force=force, forced=forced)
         except StageRejected as rejected:
             raise DeployError(
                 "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
