@@ -3,13 +3,14 @@ and hands them to the kopf wiring."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from rudder import controller
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
 from rudder.kube.client import ClientSettings, connect
-from rudder.kube.discovery import Discovery
+from rudder.kube.discovery import Discovery, invalidate_on_changes
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
 
@@ -35,6 +36,7 @@ async def run_operator(config: OperatorConfig) -> None:
         reconciler.wake = manager.wake
         return manager
 
+    api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
     host, _, port = config.health_addr.rpartition(":")
     log.info("rudder starting (field manager %r)", config.field_manager)
     try:
@@ -46,5 +48,6 @@ async def run_operator(config: OperatorConfig) -> None:
             liveness_endpoint=f"http://{host or '0.0.0.0'}:{port}/healthz",  # noqa: S104
         )
     finally:
+        api_changes.cancel()
         await reconciler.sources.stop()
         await kube.close()

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
-from rudder.kube.client import JSON, KubeClient
+from rudder.kube.client import JSON, ApiError, KubeClient
+
+log = logging.getLogger(__name__)
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -115,3 +118,31 @@ class Discovery:
         if found is None:
             raise UnknownKind(api_version, kind)
         return found
+
+
+WATCHED_FOR_CHANGES = (
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "/apis/apiregistration.k8s.io/v1/apiservices",
+)
+
+
+async def invalidate_on_changes(discovery: Discovery, kube: KubeClient) -> None:
+    """Drop the cached snapshot whenever a CRD or an APIService is added, changed or removed,
+    so the next render sees the cluster's current APIs. Runs until cancelled."""
+
+    async def follow(path: str) -> None:
+        while True:
+            try:
+                listed = await kube.get(path, limit=1)
+                version = str(listed.get("metadata", {}).get("resourceVersion", ""))
+                async for event in kube.watch(path, resource_version=version):
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        discovery.invalidate()
+            except asyncio.CancelledError:
+                raise
+            except (ApiError, OSError, ValueError) as error:
+                log.debug("watch of %s ended: %s", path, error)
+                discovery.invalidate()  # events may have been missed meanwhile
+                await asyncio.sleep(5)
+
+    await asyncio.gather(*(follow(path) for path in WATCHED_FOR_CHANGES))

@@ -99,6 +99,9 @@ class DeployRequest:
     impersonate: str | None = None
     # After a revision written outside rudder: the managers whose fields rudder takes back.
     take_over_from: tuple[str, ...] = ()
+    # The previous revision is rudder's and deployed: objects it rendered identically are
+    # not sent again (an upgrade writes only what changed; drift is a separate check).
+    skip_unchanged: bool = False
 
 
 @dataclass
@@ -133,6 +136,36 @@ def owned_by_release(live: JSON, release_name: str, release_namespace: str) -> b
     )
 
 
+def mark_unchanged(planned: Sequence[_Planned], previous_manifest: str, namespace: str) -> None:
+    """Flag objects whose rendered form equals the previous revision's."""
+    before = manifest_identities(previous_manifest, namespace)
+    for item in planned:
+        old = before.get(item.ref.identity())
+        if old is None:
+            continue
+        rendered = dict(item.obj)
+        meta = dict(rendered.get("metadata") or {})
+        # Compare the chart's text, not what rudder adds when applying.
+        meta.pop("namespace", None)
+        old_meta = dict(old.get("metadata") or {})
+        old_meta.pop("namespace", None)
+        item.unchanged = strip_helm_metadata({**rendered, "metadata": meta}) == strip_helm_metadata(
+            {**old, "metadata": old_meta}
+        )
+
+
+def strip_helm_metadata(obj: JSON) -> JSON:
+    meta = dict(obj.get("metadata") or {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != MANAGED_BY[0]}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k not in (RELEASE_NAME_ANNOTATION, RELEASE_NAMESPACE_ANNOTATION)
+    }
+    meta["labels"], meta["annotations"] = labels, annotations
+    return {**obj, "metadata": meta}
+
+
 def manifest_identities(
     manifest_text: str, namespace: str
 ) -> dict[tuple[str, str, str, str], JSON]:
@@ -156,6 +189,7 @@ class _Planned:
     obj: JSON
     ref: ObjectRef
     cluster_scoped: bool
+    unchanged: bool = False  # same as in the deployed previous revision: no apply needed
 
 
 class Deployer:
@@ -201,6 +235,10 @@ class Deployer:
         )
 
         stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
+        if request.skip_unchanged and previous is not None:
+            mark_unchanged(stage_two, previous.release.manifest, request.target_namespace)
+        changed_one = [p.obj for p in stage_one]
+        changed_two = [p.obj for p in stage_two if not p.unchanged]
         adopted = await self._check_ownership(
             applier, request, stage_one + stage_two + deferred, previous
         )
@@ -215,8 +253,8 @@ class Deployer:
             )
 
         # The whole stage is proven before anything is applied.
-        await self._dry_run(applier, [p.obj for p in stage_one], request.force_conflicts, adopted)
-        await self._dry_run(applier, [p.obj for p in stage_two], request.force_conflicts, adopted)
+        await self._dry_run(applier, changed_one, request.force_conflicts, adopted)
+        await self._dry_run(applier, changed_two, request.force_conflicts, adopted)
 
         now = GoTime.now()
         first_deployed = now
@@ -249,9 +287,7 @@ class Deployer:
         record = await store.create(pending, request.stamp)
 
         try:
-            await applier.apply_stage(
-                [p.obj for p in stage_one], force=request.force_conflicts, forced=adopted
-            )
+            await applier.apply_stage(changed_one, force=request.force_conflicts, forced=adopted)
             await self._wait_established(
                 applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
             )
@@ -259,9 +295,8 @@ class Deployer:
                 self.discovery.invalidate()
                 resolved = [await self._resolve(p.obj, request) for p in deferred]
                 stage_two = stage_two + resolved
-            await applier.apply_stage(
-                [p.obj for p in stage_two], force=request.force_conflicts, forced=adopted
-            )
+                changed_two += [p.obj for p in resolved]
+            await applier.apply_stage(changed_two, force=request.force_conflicts, forced=adopted)
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
         except StageRejected as rejected:
             await self._finish(
@@ -339,7 +374,7 @@ class Deployer:
             for crd in crds
             for version in crd.get("spec", {}).get("versions", [])
         }
-        if request.create_namespace:
+        if request.create_namespace and request.is_install:  # as Helm: on install only
             namespace = {
                 "apiVersion": "v1",
                 "kind": "Namespace",

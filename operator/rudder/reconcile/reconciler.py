@@ -219,6 +219,7 @@ class Reconciler:
         verb = "install" if is_install else "upgrade"
         if decision.out_of_band:
             draft.condition("Released", "False", "OutOfBandRevision", decision.reason)
+            await self.events.warning(target.body, "OutOfBandRevision", decision.reason)
         draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
         await self._write_status(target, draft)
         action_spec = spec.install if is_install else spec.upgrade
@@ -245,6 +246,11 @@ class Reconciler:
                     description="Install complete" if is_install else "Upgrade complete",
                     impersonate=spec.service_account_user,
                     take_over_from=self.config.takeover_managers if decision.out_of_band else (),
+                    skip_unchanged=(
+                        not is_install
+                        and not decision.out_of_band
+                        and getattr(latest(records), "status", "") == "deployed"
+                    ),
                 )
             )
         except RenderError as error:
@@ -272,6 +278,8 @@ class Reconciler:
             f"{done} {spec.release_name} revision {result.release.version} "
             f"({chart.metadata.name}:{chart.metadata.version})"
         )
+        if decision.out_of_band:
+            message += f"; re-converged to the spec after {decision.reason}"
         draft.condition("Released", "True", reason, message)
         draft.ready(reason, message)
         await self.events.normal(target.body, reason, message)

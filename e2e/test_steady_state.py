@@ -1,0 +1,68 @@
+"""Quiet when nothing changes: counted from the API server's audit log, not from rudder's own
+account of itself."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from audit import now, requests, settle
+from charts import app_chart, push
+from conftest import Cluster
+from helpers import apply_helmrelease, unique, wait_for_condition
+from operator_process import OperatorProcess
+
+pytestmark = pytest.mark.e2e
+
+IDLE_SECONDS = 16
+INTERVAL = "4s"
+
+
+def test_idle_reconciles_write_nothing_and_an_upgrade_writes_only_what_changed(
+    cluster: Cluster, rudder: OperatorProcess, tmp_path: Path
+) -> None:
+    ns = unique("steady")
+    ref = push(cluster.registry, app_chart(tmp_path, "1.0.0"))
+    spec = {
+        "chart": {"ref": ref, "insecure": True},
+        "install": {"createNamespace": True},
+        "interval": INTERVAL,
+        "values": {"greeting": "hi"},
+    }
+    apply_helmrelease(cluster, "app", ns, spec)
+    wait_for_condition(cluster, ns, "app", "Ready")
+    settle()
+
+    start = now()
+    time.sleep(IDLE_SECONDS)
+    settle()
+    seen = requests(cluster.audit_log, since=start)
+    reconciles = [
+        r for r in seen if r.resource == "helmreleases" and r.verb == "get" and r.name == "app"
+    ]
+    assert len(reconciles) >= IDLE_SECONDS // 4 - 1, "the interval did not trigger reconciles"
+    writes = [r for r in seen if r.is_write]
+    assert writes == [], f"idle reconciles wrote: {writes}"
+
+    # One value changes: only that object, the release records, the HelmRelease's own
+    # status and events are written.
+    start = now()
+    apply_helmrelease(cluster, "app", ns, {**spec, "values": {"greeting": "bonjour"}})
+    wait_for_condition(cluster, ns, "app", "Ready", reason="UpgradeSucceeded")
+    settle()
+    written = Counter(
+        (r.resource, r.subresource, r.name)
+        for r in requests(cluster.audit_log, since=start)
+        if r.is_write
+    )
+    touched_objects = {
+        (resource, name)
+        for (resource, sub, name) in written
+        if resource not in ("secrets", "events", "helmreleases")
+    }
+    assert touched_objects == {("configmaps", "app-config")}, written
+    records = {name for (resource, _, name) in written if resource == "secrets"}
+    assert records <= {"sh.helm.release.v1.app.v1", "sh.helm.release.v1.app.v2"}, written
+    assert sum(count for key, count in written.items() if key[0] != "events") <= 8, written

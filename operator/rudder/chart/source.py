@@ -1,0 +1,273 @@
+"""The chart source the reconciler calls: `resolve` a reference to a digest, `get` the chart.
+
+    source = ChartSource(cache_dir, max_cache_bytes, max_compressed, max_uncompressed)
+    digest = await source.resolve(request)            # tags need allowTag; asks the registry
+    chart = await source.get(request.pinned(digest))  # verified, cached, parsed once
+
+Network and parsing block, so they run in worker threads. Concurrent requests for the
+same chart share one download; a parsed chart is kept in memory per digest, so a chart
+used by many HelmReleases is downloaded and parsed once. Cosign verification, when a
+public key is given, happens before the chart is returned, and its success is remembered
+in memory per (digest, key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import helm_python
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rudder.chart import metrics
+from rudder.chart.archive import ArchiveLimits
+from rudder.chart.cache import BlobCache
+from rudder.chart.cosign import key_fingerprint, load_public_key
+from rudder.chart.dockerconfig import DockerConfigError, credentials_for
+from rudder.chart.errors import (
+    INVALID_CHART,
+    INVALID_CHART_REFERENCE,
+    REGISTRY_AUTH_FAILED,
+    REGISTRY_UNAVAILABLE,
+    VERIFICATION_FAILED,
+    ChartError,
+)
+from rudder.chart.oci import OciPuller, PulledChart
+from rudder.chart.reference import OciReference, parse_reference
+from rudder.chart.registry import Endpoint, RegistryClient
+from rudder.chart.signatures import verify_signed
+from rudder.chart.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChartRequest:
+    """What a HelmRelease's `spec.chart` asks for, with its Secrets' contents read."""
+
+    ref: str
+    allow_tag: bool = False
+    insecure: bool = False
+    docker_config_json: bytes | None = field(default=None, repr=False)  # .dockerconfigjson
+    ca_pem: bytes | None = field(default=None, repr=False)  # ca.crt
+    cosign_public_key_pem: bytes | None = field(default=None, repr=False)  # cosign.pub
+
+    def pinned(self, digest: str) -> ChartRequest:
+        """The same request pinned to `digest` (what `resolve` returned)."""
+        return replace(self, ref=str(parse_reference(self.ref).pinned(digest)))
+
+
+@dataclass(frozen=True)
+class ChartMetadata:
+    name: str
+    version: str
+    app_version: str
+
+
+@dataclass(frozen=True)
+class LoadedChart:
+    ref: str
+    digest: str  # the pinned manifest (or index) digest, `sha256:…`
+    archive: bytes = field(repr=False)
+    chart: Any = field(repr=False)  # helm_python.Chart, immutable and shared between threads
+    metadata: ChartMetadata
+
+
+class ChartSource:
+    def __init__(
+        self,
+        cache_dir: Path,
+        max_cache_bytes: int,
+        max_compressed: int,
+        max_uncompressed: int,
+        *,
+        memory_entries: int = 64,
+        timeout: float = 30.0,
+    ) -> None:
+        self._cache = BlobCache(Path(cache_dir), max_cache_bytes)
+        self._puller = OciPuller(self._cache, ArchiveLimits(max_compressed, max_uncompressed))
+        self._ca_dir = Path(cache_dir) / "ca"
+        self._timeout = timeout
+        self._memory: OrderedDict[str, LoadedChart] = OrderedDict()
+        self._memory_entries = memory_entries
+        self._verified: set[tuple[str, str]] = set()  # (digest, key fingerprint)
+        self._loads: SingleFlight[tuple[str, str], LoadedChart] = SingleFlight()
+        self._verifications: SingleFlight[tuple[str, str, str], None] = SingleFlight()
+        self._resolutions: SingleFlight[tuple[str, str], str] = SingleFlight()
+
+    async def resolve(self, request: ChartRequest) -> str:
+        """The digest the request pins, or (allowTag) the one its tag points to right now."""
+        ref = self._reference(request)
+        if ref.digest is not None:
+            return ref.digest
+        key = (str(ref), _transport_key(request))
+        return await self._resolutions.run(
+            key, lambda: asyncio.to_thread(self._resolve_blocking, request, ref)
+        )
+
+    async def get(self, request: ChartRequest) -> LoadedChart:
+        """The chart, verified by digest (and by cosign when a key is given), parsed once."""
+        ref = self._reference(request)
+        if ref.digest is None:
+            ref = ref.pinned(await self.resolve(request))
+        digest = ref.digest
+        assert digest is not None
+        if request.cosign_public_key_pem is not None:
+            await self._verify(request, ref, digest)
+        loaded = self._remembered(digest)
+        if loaded is not None:
+            metrics.CACHE_HITS.labels(tier="memory").inc()
+        else:
+            loaded = await self._loads.run(
+                (digest, _transport_key(request)), lambda: self._load(request, ref)
+            )
+        return replace(loaded, ref=request.ref)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _reference(self, request: ChartRequest) -> OciReference:
+        ref = parse_reference(request.ref)
+        if ref.digest is None and not request.allow_tag:
+            raise ChartError(
+                INVALID_CHART_REFERENCE,
+                f"{request.ref}: a tag is accepted only with spec.chart.allowTag: true; "
+                "pin the chart with @sha256:<digest>",
+            )
+        return ref
+
+    async def _verify(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
+        assert request.cosign_public_key_pem is not None
+        try:
+            public_key = load_public_key(request.cosign_public_key_pem)
+        except ValueError as error:
+            raise ChartError(VERIFICATION_FAILED, f"{ref}: {error}") from None
+        remembered = (digest, key_fingerprint(public_key))
+        if remembered in self._verified:
+            return
+        await self._verifications.run(
+            (*remembered, _transport_key(request)),
+            lambda: asyncio.to_thread(self._verify_blocking, request, ref, digest, public_key),
+        )
+        self._verified.add(remembered)
+
+    async def _load(self, request: ChartRequest, ref: OciReference) -> LoadedChart:
+        started = time.monotonic()
+        try:
+            pulled = await asyncio.to_thread(self._pull_blocking, request, ref)
+        except ChartError as error:
+            metrics.PULL_DURATION.labels(result=error.reason).observe(time.monotonic() - started)
+            raise
+        if pulled.downloaded_bytes:
+            metrics.CACHE_MISSES.inc()
+            metrics.PULL_DURATION.labels(result="success").observe(time.monotonic() - started)
+            log.info("pulled %s (%d bytes)", ref, pulled.downloaded_bytes)
+        else:
+            metrics.CACHE_HITS.labels(tier="disk").inc()
+        loaded = await asyncio.to_thread(_parse, ref, pulled)
+        self._remember(loaded)
+        return loaded
+
+    def _remembered(self, digest: str) -> LoadedChart | None:
+        loaded = self._memory.get(digest)
+        if loaded is not None:
+            self._memory.move_to_end(digest)
+        return loaded
+
+    def _remember(self, loaded: LoadedChart) -> None:
+        self._memory[loaded.digest] = loaded
+        self._memory.move_to_end(loaded.digest)
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)  # the chart handle is freed once unused
+
+    # -- blocking parts, run in worker threads ---------------------------------------------
+
+    def _resolve_blocking(self, request: ChartRequest, ref: OciReference) -> str:
+        with contextlib.closing(self._client(request, ref)) as client:
+            return self._puller.resolve(client, ref)
+
+    def _pull_blocking(self, request: ChartRequest, ref: OciReference) -> PulledChart:
+        with contextlib.closing(self._client(request, ref)) as client:
+            return self._puller.pull(client, ref)
+
+    def _verify_blocking(
+        self,
+        request: ChartRequest,
+        ref: OciReference,
+        digest: str,
+        public_key: ec.EllipticCurvePublicKey,
+    ) -> None:
+        with contextlib.closing(self._client(request, ref)) as client:
+            verify_signed(client, ref, digest, public_key)
+
+    def _client(self, request: ChartRequest, ref: OciReference) -> RegistryClient:
+        credentials = None
+        if request.docker_config_json is not None:
+            try:
+                credentials = credentials_for(request.docker_config_json, ref.registry)
+            except DockerConfigError as error:
+                raise ChartError(REGISTRY_AUTH_FAILED, f"{ref}: {error}") from None
+        endpoint = Endpoint(
+            registry=ref.registry,
+            insecure=request.insecure,
+            credentials=credentials,
+            ca_bundle=self._ca_bundle(ref, request.ca_pem) if request.ca_pem else None,
+        )
+        return RegistryClient(endpoint, subject=str(ref), timeout=self._timeout)
+
+    def _ca_bundle(self, ref: OciReference, pem: bytes) -> Path:
+        """The CA certificates as a file (what requests wants), named by their content."""
+        try:
+            x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ChartError(
+                REGISTRY_UNAVAILABLE,
+                f"{ref}: ca.crt of spec.chart.certSecretRef is not a PEM certificate",
+            ) from None
+        path = self._ca_dir / f"{hashlib.sha256(pem).hexdigest()}.pem"
+        if not path.exists():
+            self._ca_dir.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self._ca_dir)
+            with os.fdopen(handle, "wb") as out:
+                out.write(pem)
+            os.replace(temporary, path)
+        return path
+
+
+def _parse(ref: OciReference, pulled: PulledChart) -> LoadedChart:
+    try:
+        chart = helm_python.Chart.load_archive(pulled.archive)
+        metadata = chart.metadata
+    except helm_python.HelmError as error:
+        raise ChartError(INVALID_CHART, f"{ref}: Helm cannot load the chart: {error}") from None
+    return LoadedChart(
+        ref=str(ref),
+        digest=pulled.digest,
+        archive=pulled.archive,
+        chart=chart,
+        metadata=ChartMetadata(
+            name=str(metadata.get("name") or ""),
+            version=str(metadata.get("version") or ""),
+            app_version=str(metadata.get("appVersion") or ""),
+        ),
+    )
+
+
+def _transport_key(request: ChartRequest) -> str:
+    """Requests that reach the registry the same way (same credentials, CA, scheme) may
+    share one download; others must not ride on a download made with other credentials."""
+    parts = (
+        b"insecure" if request.insecure else b"tls",
+        request.docker_config_json or b"",
+        request.ca_pem or b"",
+    )
+    return hashlib.sha256(b"\0".join(hashlib.sha256(part).digest() for part in parts)).hexdigest()
