@@ -279,6 +279,11 @@ class LocalCluster:
         self._wait_for_default_service_account()
         return state
 
+    def start_registry_only(self) -> str:
+        """Just the open registry (for the demo against an existing cluster)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return self._start_registry("registry", htpasswd=False)
+
     def stop(self) -> None:
         stop_pids({name: proc.pid for name, proc in self.processes.items()})
         for proc in self.processes.values():
