@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from audit import now, requests, settle
 from charts import app_chart, push
 from conftest import Cluster
