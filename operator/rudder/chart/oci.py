@@ -105,9 +105,8 @@ class OciPuller:
             raise ChartError(
                 CHART_TOO_LARGE, f"{ref}: the chart config is {chart.config.size} bytes"
             )
-        pull.blob(
-            chart.config
-        )  # verified like every blob, though Chart.yaml is read from the archive
+        # Verified like every blob, though Helm reads Chart.yaml from the archive itself.
+        pull.blob(chart.config)
         archive = pull.blob(chart.chart)
         try:
             check_archive(archive, self.limits)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,11 +181,17 @@ def _ssl_reason(error: requests.exceptions.SSLError) -> str:
 class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]  # oras ships no types
     """oras's registry client with a fail-fast request loop and Basic-or-Bearer auth."""
 
+    session: requests.Session
+
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         tls_verify: bool | str = str(endpoint.ca_bundle) if endpoint.ca_bundle else True
         super().__init__(
             hostname=endpoint.registry, insecure=endpoint.insecure, tls_verify=tls_verify
         )
+        # oras's auth backends fetch tokens through this session without a timeout.
+        self.session.close()
+        self.session = _SessionWithTimeout(timeout)
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # as oras does
         auth = _ChallengeAuth(endpoint.credentials)
         # What oras.auth.get_auth_backend sets on the backends it builds.
         auth.session = self.session
@@ -236,6 +243,18 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]  # oras ships
             timeout=self._timeout,
         )
         return response
+
+
+class _SessionWithTimeout(requests.Session):
+    """A session whose requests time out unless told otherwise (requests never does)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._default_timeout = timeout
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self._default_timeout)
+        return super().request(*args, **kwargs)
 
 
 class _ChallengeAuth(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships no types
