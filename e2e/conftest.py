@@ -30,6 +30,12 @@ from localcluster import (
 from operator_process import OperatorProcess, install_prerequisites, service_account_kubeconfig
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+STARTUP_SECONDS: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for seconds in STARTUP_SECONDS:
+        terminalreporter.write_line(f"local control plane started in {seconds:.1f}s")
 
 
 @dataclass
@@ -129,9 +135,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     local = LocalCluster(directory)
     started = time.monotonic()
     state = local.start()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"local control plane started in {time.monotonic() - started:.1f}s")
+    STARTUP_SECONDS.append(time.monotonic() - started)
     try:
         yield Cluster(state)
     finally:
