@@ -70,7 +70,7 @@ def test_install_upgrade_uninstall(
 
     for kind, name in [
         ("deployment", "app"), ("service", "app"), ("serviceaccount", "app"),
-        ("configmap", "app-config"), ("ingress", "app"), ("widget", "app-widget"),
+        ("configmap", "app-config"), ("ingress", "app"), ("widgets.test.rudder.dev", "app-widget"),
     ]:  # fmt: skip
         obj = get_json(cluster, kind, name, "-n", NS, "--show-managed-fields")
         assert obj, f"{kind}/{name} was not created"
@@ -134,7 +134,7 @@ def test_install_upgrade_uninstall(
     assert not get_json(cluster, "configmap", "app-config", "-n", NS)
     assert release_secrets(cluster, NS, "app") == []
     assert get_json(cluster, "crd", "widgets.test.rudder.dev")
-    assert get_json(cluster, "widget", "app-widget", "-n", NS)
+    assert get_json(cluster, "widgets.test.rudder.dev", "app-widget", "-n", NS)
     wait_for(
         lambda: "Uninstall" in cluster.kubectl("get", "events", "-n", NS).stdout,
         what="an uninstall event",

@@ -77,6 +77,22 @@ class Target:
         return Owner(self.namespace, self.name)
 
 
+def history_entry(record: Record) -> dict[str, object]:
+    summary = record.summary
+    entry: dict[str, object] = {
+        "revision": record.version,
+        "status": record.status,
+        "chartDigest": record.chart_digest or "",
+        "valuesDigest": record.values_digest or "",
+        "chartVersion": summary.chart_version,
+    }
+    if summary.first_deployed:
+        entry["firstDeployed"] = summary.first_deployed
+    if summary.last_deployed:
+        entry["lastDeployed"] = summary.last_deployed
+    return entry
+
+
 def short_digest(digest: str) -> str:
     return digest[: len("sha256:") + 12]
 
@@ -369,30 +385,18 @@ class Reconciler:
             draft.set("release", None)
             draft.set("history", None)
             return
-        info = current.release.info if current.status != "uninstalled" else None
+        summary = current.summary
         release = {
             "name": spec.release_name,
             "namespace": spec.storage_namespace,
             "revision": current.version,
             "status": current.status,
         }
-        if info is not None and info.last_deployed is not None:
-            release["lastDeployed"] = info.last_deployed.format()
+        if summary.last_deployed:
+            release["lastDeployed"] = summary.last_deployed
         draft.set("release", release)
-        draft.set(
-            "history",
-            [
-                {
-                    "revision": record.version,
-                    "status": record.status,
-                    "chartDigest": record.chart_digest or "",
-                    "valuesDigest": record.values_digest or "",
-                }
-                for record in sorted(records, key=lambda r: r.version, reverse=True)[
-                    : max(spec.max_history, 1)
-                ]
-            ],
-        )
+        newest_first = sorted(records, key=lambda r: r.version, reverse=True)
+        draft.set("history", [history_entry(r) for r in newest_first[: max(spec.max_history, 1)]])
 
     async def _unlock(self, spec: HelmReleaseSpec, records: list[Record]) -> None:
         current = latest(records)

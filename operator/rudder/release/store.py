@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +43,21 @@ class Owner:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The few facts of a revision that status shows, kept so a record is decoded once."""
+
+    first_deployed: str | None
+    last_deployed: str | None
+    chart_version: str
+    description: str
+
+
+# (uid, resourceVersion) -> Summary; a record's content never changes under one version.
+_SUMMARIES: OrderedDict[tuple[str, str], Summary] = OrderedDict()
+_SUMMARY_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,29 @@ class Record:
     def created(self) -> datetime.datetime:
         stamp = str(self.meta.get("creationTimestamp", "1970-01-01T00:00:00Z"))
         return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    @property
+    def summary(self) -> Summary:
+        key = (str(self.meta.get("uid", "")), str(self.meta.get("resourceVersion", "")))
+        found = _SUMMARIES.get(key)
+        if found is None:
+            release = self.release
+            info = release.info
+            metadata = release.chart.metadata if release.chart else None
+            found = Summary(
+                first_deployed=info.first_deployed.format()
+                if info and info.first_deployed
+                else None,
+                last_deployed=info.last_deployed.format() if info and info.last_deployed else None,
+                chart_version=metadata.version if metadata else "",
+                description=info.description if info else "",
+            )
+            _SUMMARIES[key] = found
+            if len(_SUMMARIES) > _SUMMARY_CACHE_SIZE:
+                _SUMMARIES.popitem(last=False)
+        else:
+            _SUMMARIES.move_to_end(key)
+        return found
 
     @cached_property
     def release(self) -> Release:
