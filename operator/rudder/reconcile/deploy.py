@@ -35,9 +35,18 @@ from rudder.kube.ssa import (
     ensure_namespace,
     take_over_fields,
 )
+from rudder.reconcile.hooks import (
+    POST_INSTALL,
+    POST_UPGRADE,
+    PRE_INSTALL,
+    PRE_UPGRADE,
+    HookFailed,
+    HookRunner,
+    action_message,
+)
 from rudder.release import history
 from rudder.release.chart_record import chart_from_archive
-from rudder.release.codec import GoTime, Info, Release
+from rudder.release.codec import GoTime, Hook, Info, Release
 from rudder.release.manifest import (
     RESOURCE_POLICY_ANNOTATION,
     Manifest,
@@ -102,6 +111,8 @@ class DeployRequest:
     # The previous revision is rudder's and deployed: objects it rendered identically are
     # not sent again (an upgrade writes only what changed; drift is a separate check).
     skip_unchanged: bool = False
+    disable_hooks: bool = False
+    timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
 
 
 @dataclass
@@ -192,6 +203,25 @@ class _Planned:
     unchanged: bool = False  # same as in the deployed previous revision: no apply needed
 
 
+class _Progress:
+    """The revision being written: its newest stored record and release content."""
+
+    def __init__(self, store: ReleaseStore, record: Record, release: Release) -> None:
+        self.store = store
+        self.record = record
+        self.release = release
+
+    async def save(self, hooks: list[Hook]) -> None:
+        """Record hook progress as it happens (Helm's recordRelease)."""
+        self.release = replace(self.release, hooks=hooks)
+        self.record = await self.store.update(self.record, self.release)
+
+    async def finish(self, status: str, description: str) -> Record:
+        self.release = history.with_status(self.release, status, description)
+        self.record = await self.store.update(self.record, self.release)
+        return self.record
+
+
 class Deployer:
     def __init__(
         self,
@@ -204,6 +234,7 @@ class Deployer:
         self.discovery = discovery
         self.store = store
         self.renderer = renderer
+        self.hook_runner = HookRunner()
 
     async def deploy(self, request: DeployRequest) -> DeployResult:
         applier = self.applier.as_user(request.impersonate)
@@ -284,9 +315,14 @@ class Deployer:
         for old in doomed:
             await store.delete(request.storage_namespace, old.secret_name)
         remaining = [r for r in request.records if r not in doomed]
-        record = await store.create(pending, request.stamp)
+        progress = _Progress(store, await store.create(pending, request.stamp), pending)
+        pre, post = (
+            (PRE_INSTALL, POST_INSTALL) if request.is_install else (PRE_UPGRADE, POST_UPGRADE)
+        )
+        action = "Install" if request.is_install else "Upgrade"
 
         try:
+            await self._hooks(progress, request, applier, pre)
             await applier.apply_stage(changed_one, force=request.force_conflicts, forced=adopted)
             await self._wait_established(
                 applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
@@ -298,28 +334,30 @@ class Deployer:
                 changed_two += [p.obj for p in resolved]
             await applier.apply_stage(changed_two, force=request.force_conflicts, forced=adopted)
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
+            await self._hooks(progress, request, applier, post)
         except StageRejected as rejected:
-            await self._finish(
-                store,
-                record,
-                pending,
-                "failed",
-                f"{'Install' if request.is_install else 'Upgrade'} failed: {rejected}",
-            )
+            await progress.finish("failed", f"{action} failed: {rejected}")
             raise DeployError(
                 "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
                 str(rejected),
                 recorded=True,
                 stage=rejected,
             ) from rejected
+        except HookFailed as failed:
+            progress.release = replace(progress.release, hooks=failed.hooks)
+            if request.is_install:
+                description = f'Release "{request.release_name}" failed: '
+            else:
+                description = f'Upgrade "{request.release_name}" failed: '
+            description += action_message(failed.event, failed.message)
+            await progress.finish("failed", description)
+            raise DeployError(
+                "InstallFailed" if request.is_install else "UpgradeFailed",
+                description,
+                recorded=True,
+            ) from failed
         except (ApiError, TimeoutError) as error:
-            await self._finish(
-                store,
-                record,
-                pending,
-                "failed",
-                f"{'Install' if request.is_install else 'Upgrade'} failed: {error}",
-            )
+            await progress.finish("failed", f"{action} failed: {error}")
             raise DeployError(
                 "InstallFailed" if request.is_install else "UpgradeFailed",
                 str(error),
@@ -327,13 +365,8 @@ class Deployer:
                 retriable=True,
             ) from error
 
-        done = await self._finish(
-            store,
-            record,
-            pending,
-            "deployed",
-            request.description,
-        )
+        done = await progress.finish("deployed", request.description)
+        pending = progress.release
         upgraded_from = None if request.is_install or previous is None else previous.version
         for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
             await store.update(old, history.with_status(old.release, history.Status.SUPERSEDED))
@@ -343,6 +376,23 @@ class Deployer:
             objects=[p.ref for p in stage_one + stage_two],
             pruned=pruned,
         )
+
+    async def _hooks(
+        self, progress: _Progress, request: DeployRequest, applier: Applier, event: str
+    ) -> None:
+        if request.disable_hooks or not any(event in h.events for h in progress.release.hooks):
+            return
+        hooks = await self.hook_runner.run(
+            progress.release.hooks,
+            event,
+            namespace=request.target_namespace,
+            release_name=request.release_name,
+            release_namespace=request.storage_namespace,
+            timeout=request.timeout,
+            applier=applier,
+            record=progress.save,
+        )
+        await progress.save(hooks)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -532,13 +582,6 @@ class Deployer:
             if await applier.delete(ref):
                 pruned.append(ref)
         return pruned
-
-    # -- records -------------------------------------------------------------------------
-
-    async def _finish(
-        self, store: ReleaseStore, record: Record, pending: Release, status: str, description: str
-    ) -> Record:
-        return await store.update(record, history.with_status(pending, status, description))
 
 
 def _failure_reason(failures: Sequence[ObjectFailure]) -> str:

@@ -262,6 +262,8 @@ class Reconciler:
                     description="Install complete" if is_install else "Upgrade complete",
                     impersonate=spec.service_account_user,
                     take_over_from=self.config.takeover_managers if decision.out_of_band else (),
+                    disable_hooks=action_spec.disable_hooks,
+                    timeout=spec.timeout,
                     skip_unchanged=(
                         not is_install
                         and not decision.out_of_band
