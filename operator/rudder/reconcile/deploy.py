@@ -147,6 +147,10 @@ def owned_by_release(live: JSON, release_name: str, release_namespace: str) -> b
     )
 
 
+def target_namespace(request: DeployRequest) -> JSON:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": request.target_namespace}}
+
+
 def mark_unchanged(planned: Sequence[_Planned], previous_manifest: str, namespace: str) -> None:
     """Flag objects whose rendered form equals the previous revision's."""
     before = manifest_identities(previous_manifest, namespace)
@@ -268,7 +272,7 @@ class Deployer:
         stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
         if request.skip_unchanged and previous is not None:
             mark_unchanged(stage_two, previous.release.manifest, request.target_namespace)
-        changed_one = [p.obj for p in stage_one]
+        changed_one = [p.obj for p in stage_one if not p.unchanged]
         changed_two = [p.obj for p in stage_two if not p.unchanged]
         adopted = await self._check_ownership(
             applier, request, stage_one + stage_two + deferred, previous
@@ -285,7 +289,13 @@ class Deployer:
 
         # The whole stage is proven before anything is applied.
         await self._dry_run(applier, changed_one, request.force_conflicts, adopted)
-        await self._dry_run(applier, changed_two, request.force_conflicts, adopted)
+        # Objects in a namespace this release creates can only be dry-run once it exists:
+        # apply_stage dry-runs the whole stage again right before applying it.
+        new_namespaces = {p.ref.name for p in stage_one if p.ref.kind == "Namespace"}
+        early = [
+            p.obj for p in stage_two if not p.unchanged and p.ref.namespace not in new_namespaces
+        ]
+        await self._dry_run(applier, early, request.force_conflicts, adopted)
 
         now = GoTime.now()
         first_deployed = now
@@ -315,6 +325,10 @@ class Deployer:
         for old in doomed:
             await store.delete(request.storage_namespace, old.secret_name)
         remaining = [r for r in request.records if r not in doomed]
+        if request.create_namespace and request.is_install:
+            # As Helm: the target namespace exists before the release record is written
+            # there (the storage namespace defaults to it).
+            await applier.apply_stage([target_namespace(request)], force=False)
         progress = _Progress(store, await store.create(pending, request.stamp), pending)
         pre, post = (
             (PRE_INSTALL, POST_INSTALL) if request.is_install else (PRE_UPGRADE, POST_UPGRADE)
@@ -425,12 +439,8 @@ class Deployer:
             for version in crd.get("spec", {}).get("versions", [])
         }
         if request.create_namespace and request.is_install:  # as Helm: on install only
-            namespace = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": request.target_namespace},
-            }
-            stage_one.append(_Planned(namespace, ObjectRef.of(namespace), True))
+            namespace = target_namespace(request)
+            stage_one.append(_Planned(namespace, ObjectRef.of(namespace), True, unchanged=True))
         existing_crds = await self._existing(crds) if request.crds_policy == "Create" else set()
         for crd in crds:
             name = crd.get("metadata", {}).get("name", "")

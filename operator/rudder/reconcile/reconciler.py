@@ -77,6 +77,16 @@ class Target:
         return Owner(self.namespace, self.name)
 
 
+def deleting_for(target: Target) -> float:
+    """Seconds since the HelmRelease was marked for deletion."""
+    stamp = str(target.meta.get("deletionTimestamp", ""))
+    try:
+        since = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (datetime.datetime.now(datetime.UTC) - since).total_seconds()
+
+
 def history_entry(record: Record) -> dict[str, object]:
     summary = record.summary
     entry: dict[str, object] = {
@@ -430,11 +440,21 @@ class Reconciler:
         foreign = any(r.owner not in (None, target.owner) for r in records)
         if records and not foreign:
             outcome = await self.uninstaller.uninstall(spec, ours)
-            if not outcome.done:
-                draft.progressing(outcome.message)
+            if outcome.done:
+                await self.events.normal(target.body, "UninstallSucceeded", outcome.message)
+            elif deleting_for(target) < spec.timeout:
+                draft.failed("UninstallFailed", outcome.message, stalled=False)
                 await self._write_status(target, draft)
                 return Outcome(requeue_after=outcome.retry_after)
-            await self.events.normal(target.body, "UninstallSucceeded", outcome.message)
+            else:
+                # Deletion never hangs forever: after spec.timeout the HelmRelease goes, and
+                # the event names what could not be removed.
+                await self.events.warning(
+                    target.body,
+                    "UninstallFailed",
+                    f"{outcome.message}; gave up after {spec.timeout:.0f}s and removed the "
+                    "finalizer",
+                )
         finalizers = [f for f in target.meta.get("finalizers") or [] if f != FINALIZER]
         try:
             await self.kube.request(

@@ -18,6 +18,7 @@ import yaml
 from rudder.kube.client import ApiError
 from rudder.kube.ssa import Applier, ObjectRef
 from rudder.model import HelmReleaseSpec
+from rudder.reconcile.hooks import POST_DELETE, PRE_DELETE, HookFailed, HookRunner
 from rudder.release.codec import GoTime, Info
 from rudder.release.manifest import split_manifests, uninstall_order
 from rudder.release.store import Record, ReleaseStore
@@ -56,6 +57,23 @@ class Uninstaller:
     def __init__(self, applier: Applier, store: ReleaseStore) -> None:
         self.applier = applier
         self.store = store
+        self.hook_runner = HookRunner()
+
+    async def _hooks(
+        self, spec: HelmReleaseSpec, applier: Applier, record: Record, event: str
+    ) -> None:
+        release = record.release
+        if spec.uninstall.disable_hooks or not any(event in h.events for h in release.hooks):
+            return
+        await self.hook_runner.run(
+            release.hooks,
+            event,
+            namespace=spec.target_namespace,
+            release_name=spec.release_name,
+            release_namespace=spec.storage_namespace,
+            timeout=spec.timeout,
+            applier=applier,
+        )
 
     async def uninstall(self, spec: HelmReleaseSpec, records: Sequence[Record]) -> UninstallOutcome:
         applier = self.applier.as_user(spec.service_account_user)
@@ -63,6 +81,11 @@ class Uninstaller:
         newest = max(records, key=lambda r: r.version)
         if newest.status == "uninstalled":
             return UninstallOutcome(True, f"Release {spec.release_name} was already uninstalled")
+        try:
+            # As Helm: a failed pre-delete hook deletes nothing.
+            await self._hooks(spec, applier, newest, PRE_DELETE)
+        except HookFailed as failed:
+            return UninstallOutcome(False, f"pre-delete hook failed: {failed.message}", 10.0)
         propagation = PROPAGATION.get(spec.uninstall.deletion_propagation, "Background")
         protected = crd_kinds(newest)
         errors = []
@@ -89,6 +112,11 @@ class Uninstaller:
                 errors.append(f"{ref}: {error.message or error.reason}")
         if errors:
             return UninstallOutcome(False, "Uninstall failed: " + "; ".join(errors[:5]), 10.0)
+        post_delete_error = ""
+        try:
+            await self._hooks(spec, applier, newest, POST_DELETE)
+        except HookFailed as failed:  # as Helm: reported, but the release is still removed
+            post_delete_error = f"; post-delete hook failed: {failed.message}"
 
         if spec.uninstall.keep_history:
             release = newest.release
@@ -102,4 +130,6 @@ class Uninstaller:
         else:
             for record in records:
                 await store.delete(spec.storage_namespace, record.secret_name)
-        return UninstallOutcome(True, f"Uninstalled {spec.release_name}: {deleted} objects deleted")
+        return UninstallOutcome(
+            True, f"Uninstalled {spec.release_name}: {deleted} objects deleted{post_delete_error}"
+        )
