@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -112,6 +112,8 @@ class DeployRequest:
     # not sent again (an upgrade writes only what changed; drift is a separate check).
     skip_unchanged: bool = False
     disable_hooks: bool = False
+    # Scrubs values that came from Secrets out of messages stored in the release.
+    redact: Callable[[str], str] = str
     timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
 
 
@@ -350,7 +352,7 @@ class Deployer:
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
             await self._hooks(progress, request, applier, post)
         except StageRejected as rejected:
-            await progress.finish("failed", f"{action} failed: {rejected}")
+            await progress.finish("failed", request.redact(f"{action} failed: {rejected}"))
             raise DeployError(
                 "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
                 str(rejected),
@@ -363,7 +365,7 @@ class Deployer:
                 description = f'Release "{request.release_name}" failed: '
             else:
                 description = f'Upgrade "{request.release_name}" failed: '
-            description += action_message(failed.event, failed.message)
+            description += request.redact(action_message(failed.event, failed.message))
             await progress.finish("failed", description)
             raise DeployError(
                 "InstallFailed" if request.is_install else "UpgradeFailed",
@@ -371,7 +373,7 @@ class Deployer:
                 recorded=True,
             ) from failed
         except (ApiError, TimeoutError) as error:
-            await progress.finish("failed", f"{action} failed: {error}")
+            await progress.finish("failed", request.redact(f"{action} failed: {error}"))
             raise DeployError(
                 "InstallFailed" if request.is_install else "UpgradeFailed",
                 str(error),

@@ -273,6 +273,7 @@ class Reconciler:
                     impersonate=spec.service_account_user,
                     take_over_from=self.config.takeover_managers if decision.out_of_band else (),
                     disable_hooks=action_spec.disable_hooks,
+                    redact=values.redact,
                     timeout=spec.timeout,
                     skip_unchanged=(
                         not is_install
@@ -282,18 +283,22 @@ class Reconciler:
                 )
             )
         except RenderError as error:
-            draft.failed(error.reason, error.message, stalled=True)
-            draft.condition("Released", "False", error.reason, error.message)
-            await self.events.warning(target.body, error.reason, error.message)
+            # Helm's messages may quote values, and values may come from Secrets.
+            message = values.redact(error.message)
+            draft.failed(error.reason, message, stalled=True)
+            draft.condition("Released", "False", error.reason, message)
+            await self.events.warning(target.body, error.reason, message)
             return Outcome(requeue_after=None)
         except ManifestError as error:
-            draft.failed("RenderFailed", str(error), stalled=True)
-            await self.events.warning(target.body, "RenderFailed", str(error))
+            message = values.redact(str(error))
+            draft.failed("RenderFailed", message, stalled=True)
+            await self.events.warning(target.body, "RenderFailed", message)
             return Outcome(requeue_after=None)
         except RevisionExists as error:
             draft.progressing(f"revision {error} was written by another writer; re-reading")
             return Outcome(requeue_after=1.0)
         except DeployError as error:
+            error.message = values.redact(error.message)
             return await self._deploy_failed(target, spec, draft, error, is_install)
 
         draft.set("conflicts", None)

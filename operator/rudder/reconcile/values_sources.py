@@ -25,10 +25,35 @@ class ValuesSourceError(Exception):
         self.message = message
 
 
+# Shorter Secret values are not masked: replacing every "1" or "true" in a message would
+# garble it while hiding nothing worth hiding.
+MIN_REDACTED_LENGTH = 4
+REDACTED = "[redacted]"
+
+
 @dataclass(frozen=True)
 class ComposedValues:
     values: dict[str, Any]
     digest: str
+    # Every string that came from a Secret, so messages quoting values can be scrubbed.
+    secret_strings: frozenset[str] = frozenset()
+
+    def redact(self, message: str) -> str:
+        """`message` with every value that came from a Secret replaced by [redacted]."""
+        for secret in sorted(self.secret_strings, key=len, reverse=True):
+            message = message.replace(secret, REDACTED)
+        return message
+
+
+def scalar_strings(value: Any) -> set[str]:
+    """The string forms of every scalar leaf of a values tree."""
+    if isinstance(value, dict):
+        return set().union(*(scalar_strings(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(scalar_strings(v) for v in value)) if value else set()
+    if value is None or isinstance(value, bool):
+        return set()
+    return {str(value)}
 
 
 async def read_source(kube: KubeClient, namespace: str, ref: ValuesReference) -> str | None:
@@ -56,6 +81,7 @@ async def compose_values(
     inline: dict[str, Any],
 ) -> ComposedValues:
     merged: dict[str, Any] = {}
+    secrets: set[str] = set()
     for index, ref in enumerate(sources):
         field = f"spec.valuesFrom[{index}]"
         text = await read_source(kube, namespace, ref)
@@ -67,6 +93,8 @@ async def compose_values(
                 f"{ref.kind} {namespace}/{ref.name} (key {ref.values_key!r}) named in {field} "
                 "was not found",
             )
+        if ref.kind == "Secret":
+            secrets.add(text.strip())
         if ref.target_path:
             merged = set_at_path(merged, ref.target_path, text)
             continue
@@ -83,6 +111,9 @@ async def compose_values(
             raise ValuesSourceError(
                 field, f"{ref.kind} {namespace}/{ref.name} key {ref.values_key!r} is not a map"
             )
+        if ref.kind == "Secret":
+            secrets |= scalar_strings(layer)
         merged = merge_values(merged, layer)
     merged = merge_values(merged, inline)
-    return ComposedValues(merged, values_digest(merged))
+    masked = frozenset(s for s in secrets if len(s) >= MIN_REDACTED_LENGTH)
+    return ComposedValues(merged, values_digest(merged), masked)
