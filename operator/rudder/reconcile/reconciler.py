@@ -27,13 +27,14 @@ from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 from rudder.model import HelmReleaseSpec, SpecError, parse_spec
 from rudder.observe.events import EventRecorder
-from rudder.reconcile.decide import Action, Desired, decide
+from rudder.reconcile.decide import Action, Decision, Desired, decide
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest
 from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.uninstall import Uninstaller
 from rudder.reconcile.values_sources import ValuesSourceError, compose_values
+from rudder.release import history
 from rudder.release.history import Status, latest, with_status
 from rudder.release.manifest import ManifestError
 from rudder.release.store import Owner, Record, ReleaseStore, RevisionExists, Stamp
@@ -209,6 +210,13 @@ class Reconciler:
             await self._unlock(spec, records)
             records = await self.store.history(spec.storage_namespace, spec.release_name)
             decision = decide(desired, records, now)
+            if decision.action is Action.NONE:
+                # The interrupted action never finished: do it now (never left stuck).
+                install = history.last_deployed(records) is None
+                decision = Decision(
+                    Action.INSTALL if install else Action.UPGRADE,
+                    "resuming an action an earlier operator process did not finish",
+                )
 
         draft.set(
             "lastAttempted",
@@ -227,11 +235,28 @@ class Reconciler:
         if decision.action is Action.NONE:
             self._report_release(draft, spec, records)
             current = latest(records)
+            ready = draft.get("Ready")
             if current is not None and current.status == "deployed":
-                draft.ready(
-                    "InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
-                    f"Release {spec.release_name} revision {current.version} is deployed",
+                if ready is not None and ready.status == "True":
+                    draft.ready(ready.reason, ready.message)  # same words, this generation
+                else:
+                    draft.ready(
+                        "InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
+                        f"Release {spec.release_name} revision {current.version} is deployed",
+                    )
+            elif current is not None and current.status == "failed":
+                # The same inputs failed before; trying them again is remediation's call.
+                reason = (
+                    "InstallFailed" if history.last_deployed(records) is None else "UpgradeFailed"
                 )
+                if ready is None or ready.status != "False":
+                    draft.failed(
+                        reason,
+                        f"Revision {current.version} failed: {current.summary.description}",
+                        stalled=True,
+                    )
+                else:
+                    draft.failed(ready.reason, ready.message, stalled=True)
             return Outcome(requeue_after=spec.interval)
 
         # install or upgrade: now the chart bytes are needed.
