@@ -17,6 +17,7 @@ host-deps:
 
 tools: host-deps
 	@bash e2e/build-tools.sh
+	@bash e2e/build-kstatus-compare.sh >/dev/null
 
 venv: $(VENV)/.installed
 
