@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,6 +27,8 @@ import yaml
 from rudder.chart.render import Renderer, RenderRequest
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.discovery import Discovery, UnknownKind
+from rudder.kube.readiness import Outcome as ReadinessOutcome
+from rudder.kube.readiness import ReadinessReport, wait_until_ready
 from rudder.kube.ssa import (
     Applier,
     ObjectFailure,
@@ -66,6 +68,12 @@ RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 CRD_ESTABLISHED_TIMEOUT = 60.0
 
 
+class NotReady(Exception):
+    def __init__(self, report: ReadinessReport) -> None:
+        super().__init__(report.message())
+        self.report = report
+
+
 class DeployError(Exception):
     """The action failed; `reason` is the condition reason, `message` names the cause.
     `recorded` tells whether a failed revision was written (the cluster was touched)."""
@@ -78,8 +86,12 @@ class DeployError(Exception):
         recorded: bool = False,
         stage: StageRejected | None = None,
         retriable: bool = False,
+        superseded: bool = False,
+        readiness: ReadinessReport | None = None,
     ) -> None:
         super().__init__(message)
+        self.superseded = superseded
+        self.readiness = readiness
         self.reason = reason
         self.message = message
         self.recorded = recorded
@@ -112,6 +124,9 @@ class DeployRequest:
     # not sent again (an upgrade writes only what changed; drift is a separate check).
     skip_unchanged: bool = False
     disable_hooks: bool = False
+    disable_wait: bool = False
+    cancel: asyncio.Event | None = None  # set when a newer generation of the spec arrives
+    on_progress: Callable[[ReadinessReport], Awaitable[None]] | None = None
     # Scrubs values that came from Secrets out of messages stored in the release.
     redact: Callable[[str], str] = str
     timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
@@ -123,6 +138,7 @@ class DeployResult:
     release: Release
     objects: list[ObjectRef] = field(default_factory=list)
     pruned: list[ObjectRef] = field(default_factory=list)
+    readiness: ReadinessReport | None = None
 
 
 def with_helm_metadata(obj: JSON, release_name: str, release_namespace: str) -> JSON:
@@ -350,6 +366,7 @@ class Deployer:
                 changed_two += [p.obj for p in resolved]
             await applier.apply_stage(changed_two, force=request.force_conflicts, forced=adopted)
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
+            report = await self._wait(request, applier, stage_one + stage_two)
             await self._hooks(progress, request, applier, post)
         except StageRejected as rejected:
             await progress.finish("failed", request.redact(f"{action} failed: {rejected}"))
@@ -359,6 +376,26 @@ class Deployer:
                 recorded=True,
                 stage=rejected,
             ) from rejected
+        except NotReady as not_ready:
+            report = not_ready.report
+            if report.outcome is ReadinessOutcome.CANCELLED:
+                await progress.finish("failed", f"{action} superseded by a newer spec")
+                raise DeployError(
+                    "Progressing",
+                    "a newer generation of the HelmRelease arrived; starting over",
+                    recorded=True,
+                    retriable=True,
+                    superseded=True,
+                ) from not_ready
+            message = request.redact(report.message())
+            await progress.finish("failed", f"{action} failed: {message}")
+            raise DeployError(
+                "InstallFailed" if request.is_install else "UpgradeFailed",
+                message,
+                recorded=True,
+                retriable=report.outcome is ReadinessOutcome.TIMEOUT,
+                readiness=report,
+            ) from not_ready
         except HookFailed as failed:
             progress.release = replace(progress.release, hooks=failed.hooks)
             if request.is_install:
@@ -391,7 +428,27 @@ class Deployer:
             release=replace(pending, info=replace(pending.info or Info(), status="deployed")),
             objects=[p.ref for p in stage_one + stage_two],
             pruned=pruned,
+            readiness=report,
         )
+
+    async def _wait(
+        self, request: DeployRequest, applier: Applier, planned: Sequence[_Planned]
+    ) -> ReadinessReport | None:
+        """Wait until every object of the release is Current (kstatus), as Helm's watcher
+        does; raises NotReady on Failed, timeout or a newer spec."""
+        if request.disable_wait:
+            return None
+        report = await wait_until_ready(
+            applier.kube,
+            self.discovery,
+            [p.ref for p in planned],
+            timeout=request.timeout,
+            cancel=request.cancel,
+            progress=request.on_progress,
+        )
+        if report.outcome is not ReadinessOutcome.CURRENT:
+            raise NotReady(report)
+        return report
 
     async def _hooks(
         self, progress: _Progress, request: DeployRequest, applier: Applier, event: str

@@ -24,6 +24,7 @@ from rudder.chart.source import ChartRequest, ChartSource, LoadedChart
 from rudder.config import OperatorConfig
 from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from rudder.kube.discovery import Discovery
+from rudder.kube.readiness import ReadinessReport
 from rudder.kube.ssa import Applier
 from rudder.model import HelmReleaseSpec, SpecError, parse_spec
 from rudder.observe.events import EventRecorder
@@ -156,7 +157,7 @@ class Reconciler:
             return Outcome(requeue_after=None)
 
         try:
-            outcome = await self._reconcile(target, spec, draft)
+            outcome = await self._reconcile(target, spec, draft, run)
         except ApiError as error:
             reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
             draft.failed(reason, str(error), stalled=False)
@@ -167,7 +168,7 @@ class Reconciler:
     # -- the main path -------------------------------------------------------------------
 
     async def _reconcile(
-        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft
+        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft, run: Run
     ) -> Outcome:
         request = await self._chart_request(target, spec)
         reference = spec.chart.reference
@@ -298,6 +299,9 @@ class Reconciler:
                     impersonate=spec.service_account_user,
                     take_over_from=self.config.takeover_managers if decision.out_of_band else (),
                     disable_hooks=action_spec.disable_hooks,
+                    disable_wait=action_spec.disable_wait,
+                    cancel=run.superseded,
+                    on_progress=lambda report: self._waiting(target, draft, verb, report),
                     redact=values.redact,
                     timeout=spec.timeout,
                     skip_unchanged=(
@@ -323,11 +327,17 @@ class Reconciler:
             draft.progressing(f"revision {error} was written by another writer; re-reading")
             return Outcome(requeue_after=1.0)
         except DeployError as error:
+            if error.superseded:
+                draft.progressing(error.message)
+                return Outcome(requeue_after=0.0)
+            if error.readiness is not None:
+                draft.set("resources", error.readiness.as_status())
             error.message = values.redact(error.message)
             return await self._deploy_failed(target, spec, draft, error, is_install)
 
         draft.set("conflicts", None)
         draft.drop("Conflicted")
+        draft.set("resources", result.readiness.as_status() if result.readiness else None)
         records = await self.store.history(spec.storage_namespace, spec.release_name)
         self._report_release(draft, spec, records)
         reason = "InstallSucceeded" if is_install else "UpgradeSucceeded"
@@ -343,6 +353,14 @@ class Reconciler:
         await self.events.normal(target.body, reason, message)
         log.info("%s/%s: %s", target.namespace, target.name, message)
         return Outcome(requeue_after=spec.interval)
+
+    async def _waiting(
+        self, target: Target, draft: StatusDraft, verb: str, report: ReadinessReport
+    ) -> None:
+        """While the readiness wait runs: say what it waits for (written only on change)."""
+        draft.progressing(f"Waiting for the {verb} to become ready: {report.summary()}")
+        draft.set("resources", report.as_status())
+        await self._write_status(target, draft)
 
     # -- failures ------------------------------------------------------------------------
 
