@@ -12,7 +12,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rudder.release.history import PENDING, latest
+from rudder.release.history import PENDING, last_deployed, latest
 from rudder.release.store import Owner, Record
 
 
@@ -23,6 +23,9 @@ class Action(enum.Enum):
     UNLOCK = "unlock"  # a stale pending revision of ours: mark it failed, then go on
     WAIT = "wait"  # someone else (the Helm CLI, another rudder) is mid-action
     REFUSE = "refuse"  # the release belongs to another HelmRelease
+    ROLLBACK = "rollback"  # remediation: back to the last deployed revision
+    UNINSTALL = "uninstall"  # remediation: remove the failed release
+    STALL = "stall"  # these inputs failed and retries are spent: wait for a new spec
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,70 @@ def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) 
         return Decision(Action.NONE, f"revision {current.version} is deployed and in sync")
     # failed (or superseded by hand): same inputs; retrying is remediation's decision.
     return Decision(Action.NONE, f"revision {current.version} is {current.status}")
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """What status remembers of earlier attempts at the same inputs."""
+
+    same_inputs: bool  # lastAttempted is this generation, chart digest and values digest
+    install_failures: int
+    upgrade_failures: int
+
+
+@dataclass(frozen=True)
+class RemediationPolicy:
+    install_retries: int
+    upgrade_retries: int
+    upgrade_strategy: str  # rollback | uninstall
+
+
+def remediate(
+    decision: Decision,
+    records: Sequence[Record],
+    attempts: Attempts,
+    policy: RemediationPolicy,
+) -> Decision:
+    """Apply the retry and remediation policy to a decision (as Flux's remediation does):
+    a failed action with retries left is tried again; once they are spent, a failed
+    upgrade is remediated once (rollback or uninstall, only when retries were configured)
+    and then nothing more is tried with the same inputs."""
+    if not attempts.same_inputs:
+        return decision
+    current = latest(records)
+    good = last_deployed(records)
+    deployed_before = good is not None
+    if decision.action is Action.NONE and current is not None and current.status == "failed":
+        if not deployed_before:
+            if attempts.install_failures <= policy.install_retries and policy.install_retries:
+                return Decision(
+                    Action.INSTALL,
+                    f"retrying the install ({attempts.install_failures}/{policy.install_retries})",
+                )
+            return Decision(
+                Action.STALL,
+                f"install failed {attempts.install_failures} time(s); retries exhausted",
+            )
+        if attempts.upgrade_failures <= policy.upgrade_retries and policy.upgrade_retries:
+            return Decision(
+                Action.UPGRADE,
+                f"retrying the upgrade ({attempts.upgrade_failures}/{policy.upgrade_retries})",
+            )
+        if policy.upgrade_retries and good is not None:
+            if policy.upgrade_strategy == "uninstall":
+                return Decision(Action.UNINSTALL, "upgrade retries exhausted: uninstalling")
+            return Decision(
+                Action.ROLLBACK,
+                f"upgrade retries exhausted: rolling back to revision {good.version}",
+            )
+        return Decision(Action.STALL, f"upgrade failed {attempts.upgrade_failures} time(s)")
+    if decision.action in (Action.INSTALL, Action.UPGRADE):
+        failures = attempts.install_failures if not deployed_before else attempts.upgrade_failures
+        retries = policy.install_retries if not deployed_before else policy.upgrade_retries
+        if failures > retries:
+            return Decision(
+                Action.STALL,
+                f"these inputs failed {failures} time(s) and were "
+                "remediated; change the spec to try again",
+            )
+    return decision

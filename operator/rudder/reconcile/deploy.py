@@ -39,8 +39,10 @@ from rudder.kube.ssa import (
 )
 from rudder.reconcile.hooks import (
     POST_INSTALL,
+    POST_ROLLBACK,
     POST_UPGRADE,
     PRE_INSTALL,
+    PRE_ROLLBACK,
     PRE_UPGRADE,
     HookFailed,
     HookRunner,
@@ -125,11 +127,56 @@ class DeployRequest:
     skip_unchanged: bool = False
     disable_hooks: bool = False
     disable_wait: bool = False
+    rollback_to: Record | None = None  # set: roll back to this revision instead of rendering
     cancel: asyncio.Event | None = None  # set when a newer generation of the spec arrives
     on_progress: Callable[[ReadinessReport], Awaitable[None]] | None = None
     # Scrubs values that came from Secrets out of messages stored in the release.
     redact: Callable[[str], str] = str
     timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
+
+    @property
+    def kind(self) -> ActionKind:
+        if self.rollback_to is not None:
+            return ROLLBACK
+        return INSTALL if self.is_install else UPGRADE
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    """How Helm words and records one kind of action."""
+
+    noun: str
+    pending_status: str
+    hook_events: tuple[str, str]
+    failed_reason: str
+
+    def in_progress(self, request: DeployRequest) -> str:
+        if self.noun == "Rollback" and request.rollback_to is not None:
+            return f"Rollback to {request.rollback_to.version}"
+        return f"{self.noun} in progress"
+
+    def failed_prefix(self, request: DeployRequest) -> str:
+        if self.noun == "Install":
+            return f'Release "{request.release_name}" failed: '
+        return f'{self.noun} "{request.release_name}" failed: '
+
+
+INSTALL = ActionKind("Install", "pending-install", (PRE_INSTALL, POST_INSTALL), "InstallFailed")
+UPGRADE = ActionKind("Upgrade", "pending-upgrade", (PRE_UPGRADE, POST_UPGRADE), "UpgradeFailed")
+ROLLBACK = ActionKind(
+    "Rollback", "pending-rollback", (PRE_ROLLBACK, POST_ROLLBACK), "RollbackFailed"
+)
+
+
+@dataclass(frozen=True)
+class _Content:
+    """What the new revision stores: rendered now, or copied from a rollback's target."""
+
+    manifest: str
+    hooks: list[Hook]
+    notes: str
+    chart: Any
+    config: dict[str, Any]
 
 
 @dataclass
@@ -265,27 +312,49 @@ class Deployer:
         revision = history.next_revision(request.records)
         snapshot = await self.discovery.snapshot()
 
-        rendered = await self.renderer.render(
-            request.chart,
-            request.values,
-            RenderRequest(
-                release_name=request.release_name,
-                namespace=request.target_namespace,
-                revision=revision,
-                is_install=request.is_install,
-                kube_version=snapshot.kube_version,
-                api_versions=snapshot.api_versions,
-                impersonate=request.impersonate,
-            ),
-        )
-        hooks, manifests = sort_manifests(rendered)
-        notes = release_notes(rendered, request.chart_name)
-
-        crds = (
-            [document for crd in request.chart.crds for document in self._crd_documents(crd)]
-            if request.crds_policy != "Skip"
-            else []
-        )
+        if request.rollback_to is None:
+            rendered = await self.renderer.render(
+                request.chart,
+                request.values,
+                RenderRequest(
+                    release_name=request.release_name,
+                    namespace=request.target_namespace,
+                    revision=revision,
+                    is_install=request.is_install,
+                    kube_version=snapshot.kube_version,
+                    api_versions=snapshot.api_versions,
+                    impersonate=request.impersonate,
+                ),
+            )
+            hooks, manifests = sort_manifests(rendered)
+            content = _Content(
+                manifest=assemble_manifest(manifests),
+                hooks=list(hooks),
+                notes=release_notes(rendered, request.chart_name),
+                chart=chart_from_archive(request.chart_archive, request.chart),
+                config=request.values,
+            )
+            crds = (
+                [document for crd in request.chart.crds for document in self._crd_documents(crd)]
+                if request.crds_policy != "Skip"
+                else []
+            )
+        else:
+            # Helm's rollback: the target revision's chart, values, manifest and hooks,
+            # copied into a new revision; crds/ are not touched.
+            target = request.rollback_to.release
+            manifests = [
+                parse_document(document, f"manifest-{index}")
+                for index, document in enumerate(split_manifests(target.manifest))
+            ]
+            content = _Content(
+                manifest=target.manifest,
+                hooks=list(target.hooks),
+                notes=target.info.notes if target.info else "",
+                chart=target.chart,
+                config=target.config,
+            )
+            crds = []
 
         stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
         if request.skip_unchanged and previous is not None:
@@ -328,14 +397,14 @@ class Deployer:
             info=Info(
                 first_deployed=first_deployed,
                 last_deployed=now,
-                description="Install in progress" if request.is_install else "Upgrade in progress",
-                status="pending-install" if request.is_install else "pending-upgrade",
-                notes=notes,
+                description=request.kind.in_progress(request),
+                status=request.kind.pending_status,
+                notes=content.notes,
             ),
-            chart=chart_from_archive(request.chart_archive, request.chart),
-            config=request.values,
-            manifest=assemble_manifest(manifests),
-            hooks=list(hooks),
+            chart=content.chart,
+            config=content.config,
+            manifest=content.manifest,
+            hooks=content.hooks,
             apply_method="ssa",
         )
         # Helm makes room before it stores the new revision (never the last deployed one).
@@ -390,7 +459,7 @@ class Deployer:
             message = request.redact(report.message())
             await progress.finish("failed", f"{action} failed: {message}")
             raise DeployError(
-                "InstallFailed" if request.is_install else "UpgradeFailed",
+                request.kind.failed_reason,
                 message,
                 recorded=True,
                 retriable=report.outcome is ReadinessOutcome.TIMEOUT,
@@ -398,21 +467,19 @@ class Deployer:
             ) from not_ready
         except HookFailed as failed:
             progress.release = replace(progress.release, hooks=failed.hooks)
-            if request.is_install:
-                description = f'Release "{request.release_name}" failed: '
-            else:
-                description = f'Upgrade "{request.release_name}" failed: '
-            description += request.redact(action_message(failed.event, failed.message))
+            description = request.kind.failed_prefix(request) + request.redact(
+                action_message(failed.event, failed.message)
+            )
             await progress.finish("failed", description)
             raise DeployError(
-                "InstallFailed" if request.is_install else "UpgradeFailed",
+                request.kind.failed_reason,
                 description,
                 recorded=True,
             ) from failed
         except (ApiError, TimeoutError) as error:
             await progress.finish("failed", request.redact(f"{action} failed: {error}"))
             raise DeployError(
-                "InstallFailed" if request.is_install else "UpgradeFailed",
+                request.kind.failed_reason,
                 str(error),
                 recorded=True,
                 retriable=True,
@@ -420,7 +487,11 @@ class Deployer:
 
         done = await progress.finish("deployed", request.description)
         pending = progress.release
-        upgraded_from = None if request.is_install or previous is None else previous.version
+        upgraded_from = (
+            None
+            if request.is_install or previous is None or request.rollback_to is not None
+            else previous.version
+        )
         for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
             await store.update(old, history.with_status(old.release, history.Status.SUPERSEDED))
         return DeployResult(

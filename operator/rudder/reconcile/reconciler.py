@@ -28,13 +28,21 @@ from rudder.kube.readiness import ReadinessReport
 from rudder.kube.ssa import Applier
 from rudder.model import HelmReleaseSpec, SpecError, parse_spec
 from rudder.observe.events import EventRecorder
-from rudder.reconcile.decide import Action, Decision, Desired, decide
+from rudder.reconcile.decide import (
+    Action,
+    Attempts,
+    Decision,
+    Desired,
+    RemediationPolicy,
+    decide,
+    remediate,
+)
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest
 from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.uninstall import Uninstaller
-from rudder.reconcile.values_sources import ValuesSourceError, compose_values
+from rudder.reconcile.values_sources import ComposedValues, ValuesSourceError, compose_values
 from rudder.release import history
 from rudder.release.history import Status, latest, with_status
 from rudder.release.manifest import ManifestError
@@ -219,14 +227,40 @@ class Reconciler:
                     "resuming an action an earlier operator process did not finish",
                 )
 
-        draft.set(
-            "lastAttempted",
-            {
-                "generation": target.generation,
-                "chartDigest": digest,
-                "valuesDigest": values.digest,
-            },
+        attempt = {
+            "generation": target.generation,
+            "chartDigest": digest,
+            "valuesDigest": values.digest,
+        }
+        same_inputs = draft.fields.get("lastAttempted") == attempt
+        if not same_inputs:  # a change of spec (or of its sources) resets the counters
+            for counter in ("failures", "installFailures", "upgradeFailures"):
+                draft.set(counter, None)
+        draft.set("lastAttempted", attempt)
+        decision = remediate(
+            decision,
+            records,
+            Attempts(
+                same_inputs=same_inputs,
+                install_failures=int(draft.fields.get("installFailures", 0)),
+                upgrade_failures=int(draft.fields.get("upgradeFailures", 0)),
+            ),
+            RemediationPolicy(
+                install_retries=spec.install.remediation.retries,
+                upgrade_retries=spec.upgrade.remediation.retries,
+                upgrade_strategy=spec.upgrade.remediation.strategy,
+            ),
         )
+        if decision.action is Action.STALL:
+            self._report_release(draft, spec, records)
+            ready = draft.get("Ready")
+            if ready is None or ready.reason != "RetriesExceeded":
+                draft.failed("RetriesExceeded", decision.reason, stalled=True)
+            else:
+                draft.failed(ready.reason, ready.message, stalled=True)
+            return Outcome(requeue_after=None)
+        if decision.action in (Action.ROLLBACK, Action.UNINSTALL):
+            return await self._remediate(target, spec, draft, decision, records, values)
         if decision.action is Action.REFUSE:
             draft.failed("ReleaseOwnedElsewhere", decision.reason, stalled=True)
             return Outcome(requeue_after=None)
@@ -353,6 +387,80 @@ class Reconciler:
         await self.events.normal(target.body, reason, message)
         log.info("%s/%s: %s", target.namespace, target.name, message)
         return Outcome(requeue_after=spec.interval)
+
+    async def _remediate(
+        self,
+        target: Target,
+        spec: HelmReleaseSpec,
+        draft: StatusDraft,
+        decision: Decision,
+        records: list[Record],
+        values: ComposedValues,
+    ) -> Outcome:
+        """Upgrade retries are spent: roll back to the last deployed revision or uninstall,
+        once; then stall until the spec changes."""
+        draft.progressing(decision.reason)
+        await self._write_status(target, draft)
+        if decision.action is Action.UNINSTALL:
+            outcome = await self.uninstaller.uninstall(spec, records)
+            if not outcome.done:
+                draft.failed("UninstallFailed", outcome.message, stalled=False)
+                return Outcome(requeue_after=outcome.retry_after, failed=True)
+            message = f"Upgrade retries exhausted; {outcome.message}"
+            draft.condition("Remediated", "True", "UninstallSucceeded", message)
+            await self.events.warning(target.body, "UninstallSucceeded", message)
+        else:
+            good = history.last_deployed(records)
+            assert good is not None  # remediate() rolls back only to a deployed revision
+            try:
+                result = await self.deployer.deploy(
+                    DeployRequest(
+                        release_name=spec.release_name,
+                        target_namespace=spec.target_namespace,
+                        storage_namespace=spec.storage_namespace,
+                        chart_archive=b"",
+                        chart=None,
+                        chart_name="",
+                        values=good.release.config,
+                        stamp=Stamp(
+                            target.owner,
+                            good.chart_digest or "",
+                            good.values_digest or "",
+                            target.generation,
+                            self.instance,
+                        ),
+                        records=records,
+                        is_install=False,
+                        crds_policy="Skip",
+                        create_namespace=False,
+                        take_ownership=False,
+                        force_conflicts=spec.upgrade.force_conflicts,
+                        max_history=spec.max_history,
+                        description=f"Rollback to {good.version}",
+                        impersonate=spec.service_account_user,
+                        disable_hooks=spec.rollback.disable_hooks,
+                        disable_wait=spec.rollback.disable_wait,
+                        timeout=spec.timeout,
+                        redact=values.redact,
+                        rollback_to=good,
+                    )
+                )
+            except DeployError as error:
+                message = values.redact(error.message)
+                draft.condition("Remediated", "False", "RollbackFailed", message)
+                draft.failed("RollbackFailed", message, stalled=True)
+                await self.events.warning(target.body, "RollbackFailed", message)
+                return Outcome(requeue_after=None)
+            message = (
+                f"Upgrade retries exhausted; rolled back to revision {good.version} "
+                f"as revision {result.release.version}"
+            )
+            draft.condition("Remediated", "True", "RollbackSucceeded", message)
+            await self.events.warning(target.body, "RollbackSucceeded", message)
+        records = await self.store.history(spec.storage_namespace, spec.release_name)
+        self._report_release(draft, spec, records)
+        draft.failed("RetriesExceeded", message, stalled=True)
+        return Outcome(requeue_after=None)
 
     async def _waiting(
         self, target: Target, draft: StatusDraft, verb: str, report: ReadinessReport
