@@ -1,0 +1,241 @@
+"""The status page in a real browser: headless Chromium loads it from rudder's own server
+(fed by a fake source, no cluster needed), takes a screenshot into
+artifacts/status-page.png, and dumps the DOM it built — which must hold the hostile name and
+messages as text, with no script element and the page's own title untouched.
+
+Needs Debian's `chromium` package; skipped (with the reason) when no Chromium is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import markupsafe
+import pytest
+
+from rudder.observe import server
+
+pytestmark = pytest.mark.timeout(300)
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+SCREENSHOT = ARTIFACTS / "status-page.png"
+WIDTH, HEIGHT = 1280, 900
+PAYLOAD = "<script>document.title='pwned'</script>"
+HOSTILE_NAME = f"evil{PAYLOAD}"
+HOSTILE_MESSAGE = f"values rejected: {PAYLOAD}<b>bold?</b>"
+DIGEST = "sha256:" + "3f" * 32
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def ago(minutes: float) -> str:
+    return (NOW - datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hr(
+    namespace: str,
+    name: str,
+    conditions: list[dict[str, Any]],
+    *,
+    spec: dict[str, Any] | None = None,
+    **status: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "rudder.dev/v1alpha1",
+        "kind": "HelmRelease",
+        "metadata": {"namespace": namespace, "name": name, "generation": 2},
+        "spec": spec or {},
+        "status": {"observedGeneration": 2, "conditions": conditions, **status},
+    }
+
+
+def cond(kind: str, status: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    return {"type": kind, "status": status, "reason": reason or kind, "message": message}
+
+
+RELEASES = [
+    hr(
+        "apps",
+        "podinfo",
+        [cond("Ready", "True", "ReconciliationSucceeded", "Release reconciled: revision 3")],
+        chart={"name": "podinfo", "version": "6.7.0", "digest": DIGEST},
+        release={"revision": 3},
+    ),
+    hr(
+        "data",
+        "postgres",
+        [
+            cond("Ready", "Unknown", "Progressing", "Waiting for 1 of 5 objects to be Current"),
+            cond("Reconciling", "True", "Progressing"),
+        ],
+        chart={"name": "postgresql", "version": "15.5.1", "digest": DIGEST},
+        release={"revision": 7},
+        resources={
+            "notReady": [
+                {
+                    "kind": "StatefulSet",
+                    "namespace": "data",
+                    "name": "postgres",
+                    "status": "InProgress",
+                    "message": "Ready: 1/3",
+                }
+            ]
+        },
+    ),
+    hr(
+        "shop",
+        "web",
+        [
+            cond("Ready", "False", "Conflict", "2 fields of 1 object are owned by other managers"),
+            cond("Stalled", "True", "Conflict", "2 fields of 1 object are owned by other managers"),
+        ],
+        chart={"nameVersion": "web:1.2.3", "shortDigest": "sha256:0123456789ab"},
+        release={"revision": 1},
+        conflicts=[
+            {
+                "kind": "Deployment",
+                "namespace": "shop",
+                "name": "web",
+                "field": ".spec.replicas",
+                "manager": "kubectl-scale",
+            },
+            {
+                "kind": "Deployment",
+                "namespace": "shop",
+                "name": "web",
+                "field": '.spec.template.spec.containers[name="web"].image',
+                "manager": "kubectl-set",
+            },
+        ],
+    ),
+    hr(
+        "tenant-a",
+        HOSTILE_NAME,
+        [cond("Ready", "False", "RenderFailed", HOSTILE_MESSAGE), cond("Stalled", "True")],
+        chart={"name": "tenant", "version": "0.1.0", "digest": DIGEST},
+    ),
+    hr("tenant-b", "paused", [cond("Ready", "True")], spec={"suspend": True}),
+]
+
+EVENTS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("apps", "podinfo"): [
+        {
+            "type": "Normal",
+            "reason": "UpgradeSucceeded",
+            "message": "upgraded podinfo to revision 3",
+            "lastTimestamp": ago(2),
+        },
+        {
+            "type": "Warning",
+            "reason": "UpgradeFailed",
+            "message": "timed out waiting for Deployment apps/podinfo",
+            "lastTimestamp": ago(14),
+            "count": 2,
+        },
+    ],
+    ("tenant-a", HOSTILE_NAME): [
+        {
+            "type": "Warning",
+            "reason": "RenderFailed",
+            "message": HOSTILE_MESSAGE,
+            "lastTimestamp": ago(0.5),
+        }
+    ],
+}
+
+
+class FakeSource:
+    async def helmreleases(self) -> list[dict[str, Any]]:
+        return RELEASES
+
+    async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return EVENTS.get((namespace, name), [])
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium installed (Debian package `chromium`)")
+
+
+async def browse(binary: str, profile: Path, *args: str) -> bytes:
+    """Run headless Chromium without blocking the loop that serves the page."""
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    return stdout
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
+    binary = chromium()
+    runner = await server.start("127.0.0.1:0", FakeSource(), lambda: True)
+    url = f"http://127.0.0.1:{runner.port}/"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 200
+            raw = await response.text()
+
+        # The raw HTML holds the hostile texts escaped, and no live <script> or <b> of theirs.
+        assert "<script" not in raw.lower()
+        assert "<b>bold?</b>" not in raw
+        assert str(markupsafe.escape(HOSTILE_NAME)) in raw
+        assert str(markupsafe.escape(HOSTILE_MESSAGE)) in raw
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        SCREENSHOT.unlink(missing_ok=True)
+        await browse(
+            binary,
+            tmp_path / "profile-shot",
+            f"--screenshot={SCREENSHOT}",
+            f"--window-size={WIDTH},{HEIGHT}",
+            url,
+        )
+        # What the browser built from it: the texts as text, no script element, title intact.
+        dom = (await browse(binary, tmp_path / "profile-dom", "--dump-dom", url)).decode()
+    finally:
+        await runner.stop()
+
+    assert SCREENSHOT.is_file()
+    data = SCREENSHOT.read_bytes()
+    assert png_size(data) == (WIDTH, HEIGHT)
+    assert len(data) > 20_000, f"screenshot suspiciously small ({len(data)} bytes): blank page?"
+
+    assert "<script" not in dom.lower()
+    assert "pwned" not in dom.split("</title>")[0]
+    assert "<title>rudder — HelmReleases</title>" in dom
+    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
+    for text in ("podinfo", "postgres", "kubectl-scale", "StatefulSet", "UpgradeFailed"):
+        assert text in dom
