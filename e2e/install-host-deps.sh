@@ -7,6 +7,7 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v python3.11 >/dev/null 2>&1 || need+=(python3.11)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the status page test
 python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3.11-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[host-deps] installing ${need[*]}" >&2

@@ -104,7 +104,7 @@ class OperatorProcess:
             "run",
             f"--kubeconfig={self.kubeconfig}",
             f"--chart-cache-dir={self.workdir / 'chart-cache'}",
-            f"--health-addr=127.0.0.1:{self.health_port}",
+            f"--metrics-addr=127.0.0.1:{self.health_port}",
             "--log-level=debug",
             *self.extra_args,
         ]

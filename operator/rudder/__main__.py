@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,9 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated field managers whose edits count as drift",
     )
     run.add_argument(
-        "--health-addr",
-        default="127.0.0.1:8081",
-        help="host:port of the liveness endpoint (/healthz)",
+        "--metrics-addr",
+        default=":8080",
+        help="host:port serving /metrics, /healthz, /readyz and the status page at /",
+    )
+    run.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="log line format"
     )
     run.add_argument(
         "--log-level",
@@ -113,10 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(CRD_FILE.read_text())
         return 0
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from rudder.observe.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
     config = OperatorConfig(
         kubeconfig=args.kubeconfig,
         namespaces=tuple(args.namespaces),
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_chart_size=args.max_chart_size,
         takeover_managers=tuple(filter(None, args.takeover_managers.split(","))),
         drift_managers=tuple(filter(None, args.drift_managers.split(","))),
-        health_addr=args.health_addr,
+        metrics_addr=args.metrics_addr,
     )
     from rudder.app import run_operator
 

@@ -1,20 +1,45 @@
 """Assembles the running operator: API client, discovery, chart source, reconciler, queue,
-and hands them to the kopf wiring."""
+the metrics/health/status-page server, and hands them to the kopf wiring."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from rudder import controller
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
-from rudder.kube.client import ClientSettings, connect
+from rudder.kube.client import ApiError, ClientSettings, KubeClient, connect
 from rudder.kube.discovery import Discovery, invalidate_on_changes
+from rudder.observe import metrics, server
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
+
+
+class PageSource:
+    """The status page's data: HelmReleases as the watch last delivered them (no API call)
+    and each one's recent events (one list call, on page views only)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self.manager: Manager | None = None
+
+    async def helmreleases(self) -> list[dict[str, Any]]:
+        return self.manager.bodies() if self.manager else []
+
+    async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        try:
+            listed = await self.kube.get(
+                f"/api/v1/namespaces/{namespace}/events",
+                fieldSelector=f"involvedObject.kind=HelmRelease,involvedObject.name={name}",
+            )
+        except ApiError:
+            return []
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
 
 
 async def run_operator(config: OperatorConfig) -> None:
@@ -22,6 +47,7 @@ async def run_operator(config: OperatorConfig) -> None:
         ClientSettings(qps=config.kube_api_qps, burst=config.kube_api_burst),
         kubeconfig=config.kubeconfig,
     )
+    kube.observers.append(metrics.observe_request)
     discovery = Discovery(kube)
     charts = ChartSource(
         cache_dir=config.chart_cache_dir,
@@ -30,24 +56,30 @@ async def run_operator(config: OperatorConfig) -> None:
         max_uncompressed=config.max_chart_uncompressed,
     )
     reconciler = Reconciler(kube, discovery, charts, config)
+    page = PageSource(kube)
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency)
         reconciler.wake = manager.wake
+        page.manager = manager
         return manager
 
+    http = await server.start(config.metrics_addr, page, lambda: page.manager is not None)
     api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
-    host, _, port = config.health_addr.rpartition(":")
-    log.info("rudder starting (field manager %r)", config.field_manager)
+    log.info(
+        "rudder starting (field manager %r, metrics on %s)",
+        config.field_manager,
+        config.metrics_addr,
+    )
     try:
         await controller.run(
             make_manager,
             kube,
             namespaces=config.namespaces,
             label_selector=config.label_selector,
-            liveness_endpoint=f"http://{host or '0.0.0.0'}:{port}/healthz",  # noqa: S104
         )
     finally:
         api_changes.cancel()
         await reconciler.sources.stop()
+        await http.stop()
         await kube.close()

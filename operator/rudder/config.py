@@ -49,7 +49,7 @@ class OperatorConfig:
     max_chart_size: int = 10 * 1024**2
     takeover_managers: tuple[str, ...] = ("helm",)
     drift_managers: tuple[str, ...] = ("kubectl", "kubectl-edit", "helm")
-    health_addr: str = "127.0.0.1:8081"
+    metrics_addr: str = ":8080"
 
     @property
     def max_chart_uncompressed(self) -> int:

@@ -88,7 +88,6 @@ async def run(
     *,
     namespaces: Collection[str],
     label_selector: str | None,
-    liveness_endpoint: str | None = None,
 ) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(manager_factory, kube, label_selector=label_selector)
@@ -97,5 +96,4 @@ async def run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
-        liveness_endpoint=liveness_endpoint,
     )

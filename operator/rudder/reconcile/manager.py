@@ -14,9 +14,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from rudder.observe import metrics
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,10 @@ class Manager:
     def keys(self) -> list[Key]:
         return list(self._slots)
 
+    def bodies(self) -> list[JSON]:
+        """The newest object seen of every HelmRelease served (for the status page)."""
+        return [slot.body for slot in self._slots.values() if slot.body is not None]
+
     async def stop(self) -> None:
         self._stopping = True
         tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
@@ -134,19 +141,27 @@ class Manager:
             body = slot.body
             if body is None:
                 del self._slots[key]
+                metrics.forget(*key)
                 return
             slot.run = Run()
             slot.running_generation = generation_of(body)
+            started = time.monotonic()
             try:
                 async with self._limit:
+                    started = time.monotonic()
                     outcome = await self._reconcile(body, slot.run)
+                result = metrics.reconcile_result(
+                    failed=outcome.failed, requeue_after=outcome.requeue_after
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("reconcile of %s/%s failed unexpectedly", *key)
                 outcome = Outcome(requeue_after=None, failed=True)
+                result = "error"
             finally:
                 slot.run = None
+            metrics.record_reconcile(result, time.monotonic() - started)
             if outcome.failed:
                 slot.failures += 1
                 backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (slot.failures - 1))

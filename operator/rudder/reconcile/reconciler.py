@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from rudder.kube.discovery import Discovery
 from rudder.kube.readiness import ReadinessReport
 from rudder.kube.ssa import Applier
 from rudder.model import HelmReleaseSpec, SpecError, parse_spec
+from rudder.observe import metrics
 from rudder.observe.events import EventRecorder
 from rudder.reconcile.decide import (
     Action,
@@ -171,6 +173,11 @@ class Reconciler:
             draft.failed(reason, str(error), stalled=False)
             outcome = Outcome(requeue_after=spec.interval, failed=True)
         await self._write_status(target, draft)
+        conditions = draft.desired()["conditions"]
+        metrics.record_conditions(target.namespace, target.name, conditions)
+        metrics.record_conflicts(
+            target.namespace, target.name, len(draft.fields.get("conflicts") or [])
+        )
         return outcome
 
     # -- the main path -------------------------------------------------------------------
@@ -309,6 +316,7 @@ class Reconciler:
         draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
         await self._write_status(target, draft)
         action_spec = spec.install if is_install else spec.upgrade
+        started = time.monotonic()
         try:
             result = await self.deployer.deploy(
                 DeployRequest(
@@ -361,6 +369,7 @@ class Reconciler:
             draft.progressing(f"revision {error} was written by another writer; re-reading")
             return Outcome(requeue_after=1.0)
         except DeployError as error:
+            metrics.record_action(verb, "failure", time.monotonic() - started)
             if error.superseded:
                 draft.progressing(error.message)
                 return Outcome(requeue_after=0.0)
@@ -369,6 +378,7 @@ class Reconciler:
             error.message = values.redact(error.message)
             return await self._deploy_failed(target, spec, draft, error, is_install)
 
+        metrics.record_action(verb, "success", time.monotonic() - started)
         draft.set("conflicts", None)
         draft.drop("Conflicted")
         draft.set("resources", result.readiness.as_status() if result.readiness else None)
@@ -407,6 +417,7 @@ class Reconciler:
                 draft.failed("UninstallFailed", outcome.message, stalled=False)
                 return Outcome(requeue_after=outcome.retry_after, failed=True)
             message = f"Upgrade retries exhausted; {outcome.message}"
+            metrics.record_action("uninstall", "success")
             draft.condition("Remediated", "True", "UninstallSucceeded", message)
             await self.events.warning(target.body, "UninstallSucceeded", message)
         else:
@@ -447,6 +458,7 @@ class Reconciler:
                 )
             except DeployError as error:
                 message = values.redact(error.message)
+                metrics.record_action("rollback", "failure")
                 draft.condition("Remediated", "False", "RollbackFailed", message)
                 draft.failed("RollbackFailed", message, stalled=True)
                 await self.events.warning(target.body, "RollbackFailed", message)
@@ -455,6 +467,7 @@ class Reconciler:
                 f"Upgrade retries exhausted; rolled back to revision {good.version} "
                 f"as revision {result.release.version}"
             )
+            metrics.record_action("rollback", "success")
             draft.condition("Remediated", "True", "RollbackSucceeded", message)
             await self.events.warning(target.body, "RollbackSucceeded", message)
         records = await self.store.history(spec.storage_namespace, spec.release_name)
@@ -596,6 +609,7 @@ class Reconciler:
         foreign = any(r.owner not in (None, target.owner) for r in records)
         if records and not foreign:
             outcome = await self.uninstaller.uninstall(spec, ours)
+            metrics.record_action("uninstall", "success" if outcome.done else "failure")
             if outcome.done:
                 await self.events.normal(target.body, "UninstallSucceeded", outcome.message)
             elif deleting_for(target) < spec.timeout:
