@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port serving /metrics, /healthz, /readyz and the status page at /",
     )
     run.add_argument(
+        "--default-service-account",
+        default=None,
+        metavar="NAME",
+        help="impersonate this ServiceAccount (of the HelmRelease's namespace) when "
+        "spec.serviceAccountName is empty; without it rudder acts with its own rights",
+    )
+    run.add_argument(
+        "--no-cross-namespace-refs",
+        action="store_true",
+        help="refuse targetNamespace, storageNamespace and dependsOn outside the "
+        "HelmRelease's namespace",
+    )
+    run.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="log line format"
     )
     run.add_argument(
@@ -132,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         takeover_managers=tuple(filter(None, args.takeover_managers.split(","))),
         drift_managers=tuple(filter(None, args.drift_managers.split(","))),
         metrics_addr=args.metrics_addr,
+        default_service_account=args.default_service_account,
+        no_cross_namespace_refs=args.no_cross_namespace_refs,
     )
     from rudder.app import run_operator
 

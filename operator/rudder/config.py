@@ -50,6 +50,8 @@ class OperatorConfig:
     takeover_managers: tuple[str, ...] = ("helm",)
     drift_managers: tuple[str, ...] = ("kubectl", "kubectl-edit", "helm")
     metrics_addr: str = ":8080"
+    default_service_account: str | None = None
+    no_cross_namespace_refs: bool = False
 
     @property
     def max_chart_uncompressed(self) -> int:

@@ -12,6 +12,7 @@ specific reason and never touches the previous release or its objects.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 import time
@@ -27,7 +28,13 @@ from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from rudder.kube.discovery import Discovery
 from rudder.kube.readiness import ReadinessReport
 from rudder.kube.ssa import Applier
-from rudder.model import HelmReleaseSpec, SpecError, parse_spec
+from rudder.model import (
+    HelmReleaseSpec,
+    SpecError,
+    conditions_from_status,
+    find_condition,
+    parse_spec,
+)
 from rudder.observe import metrics
 from rudder.observe.events import EventRecorder
 from rudder.reconcile.decide import (
@@ -55,6 +62,8 @@ log = logging.getLogger(__name__)
 FINALIZER = "rudder.dev/finalizer"
 HELMRELEASES = "/apis/rudder.dev/v1alpha1/namespaces/{namespace}/helmreleases/{name}"
 WAIT_FOR_OTHER_WRITER = 15.0
+DEPENDENCY_RECHECK = 10.0
+REQUESTED_AT_ANNOTATION = "rudder.dev/requestedAt"
 
 
 @dataclass(frozen=True)
@@ -161,10 +170,33 @@ class Reconciler:
             return await self._finalize(target, spec, draft)
         if FINALIZER not in (target.meta.get("finalizers") or []):
             await self._add_finalizer(target)
+        spec = self._apply_tenancy(target, spec)
+        requested = (target.meta.get("annotations") or {}).get(REQUESTED_AT_ANNOTATION)
+        if requested is not None:
+            draft.set("lastHandledRequestedAt", requested)
         if spec.suspend:
+            ready = draft.get("Ready")
+            draft.condition(
+                "Ready",
+                ready.status if ready else "Unknown",
+                "Suspended",
+                "Reconciliation is suspended (spec.suspend); nothing is changed",
+            )
             draft.drop("Reconciling")
             await self._write_status(target, draft)
             return Outcome(requeue_after=None)
+        try:
+            self._check_references(target, spec)
+        except SpecError as error:
+            draft.failed("InvalidSpec", str(error), stalled=True)
+            await self._write_status(target, draft)
+            return Outcome(requeue_after=None)
+        waiting = await self._dependencies(target, spec)
+        if waiting is not None:
+            reason, message, stalled = waiting
+            draft.failed(reason, message, stalled=stalled)
+            await self._write_status(target, draft)
+            return Outcome(requeue_after=None if stalled else DEPENDENCY_RECHECK)
 
         try:
             outcome = await self._reconcile(target, spec, draft, run)
@@ -474,6 +506,81 @@ class Reconciler:
         self._report_release(draft, spec, records)
         draft.failed("RetriesExceeded", message, stalled=True)
         return Outcome(requeue_after=None)
+
+    def _apply_tenancy(self, target: Target, spec: HelmReleaseSpec) -> HelmReleaseSpec:
+        """--default-service-account: act as that ServiceAccount of the HelmRelease's
+        namespace when the spec names none (without it, rudder acts as itself)."""
+        if spec.service_account_user or not self.config.default_service_account:
+            return spec
+        name = self.config.default_service_account
+        user = f"system:serviceaccount:{target.namespace}:{name}"
+        return dataclasses.replace(spec, service_account_name=name, service_account_user=user)
+
+    def _check_references(self, target: Target, spec: HelmReleaseSpec) -> None:
+        """--no-cross-namespace-refs: everything a HelmRelease names stays in its namespace."""
+        if not self.config.no_cross_namespace_refs:
+            return
+        for field, namespace in (
+            ("spec.targetNamespace", spec.target_namespace),
+            ("spec.storageNamespace", spec.storage_namespace),
+            *(
+                (f"spec.dependsOn[{i}].namespace", d.namespace)
+                for i, d in enumerate(spec.depends_on)
+            ),
+        ):
+            if namespace != target.namespace:
+                raise SpecError(
+                    field,
+                    f"{namespace!r} is outside the HelmRelease's namespace {target.namespace!r}, "
+                    "and cross-namespace references are disabled (--no-cross-namespace-refs)",
+                )
+
+    async def _dependencies(
+        self, target: Target, spec: HelmReleaseSpec
+    ) -> tuple[str, str, bool] | None:
+        """None when every dependsOn HelmRelease is Ready for its current generation; else
+        (reason, message, stalled). A cycle stalls; a dependency not ready is re-checked."""
+        if not spec.depends_on:
+            return None
+        not_ready = []
+        for dep in spec.depends_on:
+            if await self._depends_on_me(Owner(dep.namespace, dep.name), target.owner):
+                return (
+                    "DependencyCycle",
+                    f"dependsOn {dep.namespace}/{dep.name} leads back to this HelmRelease",
+                    True,
+                )
+            other = await self.kube.get_or_none(
+                HELMRELEASES.format(namespace=dep.namespace, name=dep.name)
+            )
+            ready = find_condition(conditions_from_status((other or {}).get("status")), "Ready")
+            meta = (other or {}).get("metadata", {})
+            current = (other or {}).get("status", {}).get("observedGeneration") == meta.get(
+                "generation"
+            )
+            if other is None or ready is None or ready.status != "True" or not current:
+                not_ready.append(f"{dep.namespace}/{dep.name}")
+        if not_ready:
+            return ("DependencyNotReady", f"waiting for {', '.join(not_ready)} to be Ready", False)
+        return None
+
+    async def _depends_on_me(self, start: Owner, me: Owner, limit: int = 32) -> bool:
+        """Does following dependsOn from `start` reach `me`? (bounded walk)"""
+        seen: set[Owner] = set()
+        frontier = [start]
+        while frontier and len(seen) < limit:
+            node = frontier.pop()
+            if node == me:
+                return True
+            if node in seen:
+                continue
+            seen.add(node)
+            body = await self.kube.get_or_none(
+                HELMRELEASES.format(namespace=node.namespace, name=node.name)
+            )
+            for dep in ((body or {}).get("spec") or {}).get("dependsOn") or []:
+                frontier.append(Owner(dep.get("namespace") or node.namespace, dep.get("name", "")))
+        return False
 
     async def _waiting(
         self, target: Target, draft: StatusDraft, verb: str, report: ReadinessReport
