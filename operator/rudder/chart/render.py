@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 
 import helm_python
 from helm_python import _native
+
+FORBIDDEN = re.compile(r"error calling lookup: .* is forbidden: .* cannot ")
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,11 @@ class Renderer:
         except helm_python.HelmValuesError as error:
             raise RenderError("ValuesInvalid", str(error)) from error
         except helm_python.HelmError as error:
-            raise RenderError("RenderFailed", str(error)) from error
+            message = str(error)
+            # A `lookup` the release's identity may not make is an access problem, not a
+            # template bug: the API server's words name the resource and the verb.
+            reason = "AccessDenied" if FORBIDDEN.search(message) else "RenderFailed"
+            raise RenderError(reason, message) from error
         manifests: dict[str, str] = json.loads(rendered)
         return manifests
 
