@@ -28,7 +28,7 @@ def operator_settings(settings: kopf.OperatorSettings, *, label_selector: str | 
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 20]
     if label_selector:
-        settings.watching.label_selectors[f"{PLURAL}.{VERSION}.{GROUP}"] = label_selector
+        settings.watching.label_selectors[GROUP, VERSION, PLURAL] = label_selector
 
 
 def build_registry(
