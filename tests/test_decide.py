@@ -116,3 +116,18 @@ def test_an_uninstalled_release_with_history_is_installed_again() -> None:
 def test_a_failed_revision_with_unchanged_inputs_is_not_retried_here() -> None:
     # Retrying the same failed inputs is remediation's decision, not a blind loop.
     assert decide(DESIRED, [record(1, "deployed"), record(2, "failed")], NOW).action is Action.NONE
+
+
+def test_a_cli_revision_that_copied_our_labels_is_still_out_of_band() -> None:
+    # `helm rollback` copies a release's labels (rudder's owner labels included) into the
+    # revision it writes, but not rudder's annotations.
+    copied = record(3, "deployed")
+    copied.secret["metadata"]["annotations"] = {}
+    decision = decide(DESIRED, [record(1, "superseded"), record(2, "superseded"), copied], NOW)
+    assert (decision.action, decision.out_of_band) == (Action.UPGRADE, True)
+
+
+def test_a_pending_cli_revision_with_copied_labels_is_not_unlocked() -> None:
+    pending = record(2, "pending-rollback", instance="other", age=9999)
+    pending.secret["metadata"]["annotations"] = {}
+    assert decide(DESIRED, [record(1, "deployed"), pending], NOW).action is Action.WAIT

@@ -56,7 +56,7 @@ def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) 
     if foreign is not None:
         return Decision(Action.REFUSE, f"release is driven by HelmRelease {foreign}")
 
-    ours = current.owner == desired.owner
+    ours = current.owner == desired.owner and current.written_by_rudder
     if current.status in PENDING:
         if not ours:
             return Decision(

@@ -487,9 +487,14 @@ class Deployer:
 
         done = await progress.finish("deployed", request.description)
         pending = progress.release
+        # As Helm's upgrade: the revision upgraded from is the last deployed one (superseded
+        # like every deployed one); only with nothing deployed is a failed latest superseded.
         upgraded_from = (
             None
-            if request.is_install or previous is None or request.rollback_to is not None
+            if request.is_install
+            or previous is None
+            or request.rollback_to is not None
+            or history.last_deployed(remaining) is not None
             else previous.version
         )
         for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):

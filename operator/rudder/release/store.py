@@ -97,6 +97,13 @@ class Record:
         return Owner(namespace, name) if name and namespace else None
 
     @property
+    def written_by_rudder(self) -> bool:
+        """rudder stamps its records with annotations; Helm copies a release's labels into
+        the revisions it writes (a CLI rollback keeps rudder's owner labels) but never
+        annotations, so these tell rudder's own revisions apart."""
+        return CHART_DIGEST_ANNOTATION in self.annotations
+
+    @property
     def chart_digest(self) -> str | None:
         return self.annotations.get(CHART_DIGEST_ANNOTATION)
 
