@@ -93,3 +93,41 @@ def test_install_runs_hooks_and_a_failing_pre_upgrade_hook_stops_the_upgrade(
     history = json.loads(cluster.helm("history", "hooked", "-n", ns, "-o", "json").stdout)
     assert history[-1]["status"] == "failed"
     assert "pre-upgrade hooks failed" in history[-1]["description"]
+
+
+def test_test_hooks_set_test_success(
+    cluster: Cluster, rudder: OperatorProcess, tmp_path: Path
+) -> None:
+    templates = {
+        "config.yaml": TEMPLATES["config.yaml"],
+        "test.yaml": JOB_HOOK.format(name="smoke", event="test", weight=0, policy="hook-succeeded"),
+    }
+    values = {"greeting": "a", "smokeImage": "busybox:1.37"}
+    ref = push(cluster.registry, write_chart(tmp_path, "tested", "1.0.0", templates, values))
+    ns = unique("tests")
+    spec = {
+        "chart": {"ref": ref, "insecure": True},
+        "timeout": "60s",
+        "test": {"enable": True, "timeout": "60s"},
+    }
+    apply_helmrelease(cluster, "tested", ns, spec)
+    hr = wait_for_condition(cluster, ns, "tested", "TestSuccess", timeout=90)
+    assert condition(hr, "Ready")["status"] == "True"
+    status = json.loads(cluster.helm("status", "tested", "-n", ns, "-o", "json").stdout)
+    assert [h["last_run"]["phase"] for h in status["hooks"]] == ["Succeeded"]
+
+    failing = {**spec, "values": {"greeting": "b", "smokeImage": "busybox:fail"}}
+    apply_helmrelease(cluster, "tested", ns, failing)
+    hr = wait_for_condition(
+        cluster, ns, "tested", "TestSuccess", status="False", reason="TestFailed", timeout=90
+    )
+    assert condition(hr, "Ready")["reason"] == "TestFailed"
+
+    ignoring = {
+        **failing,
+        "test": {"enable": True, "ignoreFailures": True},
+        "values": {"greeting": "c", "smokeImage": "busybox:fail"},
+    }
+    apply_helmrelease(cluster, "tested", ns, ignoring)
+    hr = wait_for_condition(cluster, ns, "tested", "Ready", reason="UpgradeSucceeded", timeout=90)
+    assert condition(hr, "TestSuccess")["status"] == "False"

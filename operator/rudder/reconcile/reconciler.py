@@ -46,13 +46,15 @@ from rudder.reconcile.decide import (
     decide,
     remediate,
 )
-from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest
+from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest, DeployResult
+from rudder.reconcile.hooks import HookFailed
 from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.uninstall import Uninstaller
 from rudder.reconcile.values_sources import ComposedValues, ValuesSourceError, compose_values
 from rudder.release import history
+from rudder.release.codec import Hook
 from rudder.release.history import Status, latest, with_status
 from rudder.release.manifest import ManifestError
 from rudder.release.store import Owner, Record, ReleaseStore, RevisionExists, Stamp
@@ -425,10 +427,59 @@ class Reconciler:
         if decision.out_of_band:
             message += f"; re-converged to the spec after {decision.reason}"
         draft.condition("Released", "True", reason, message)
-        draft.ready(reason, message)
         await self.events.normal(target.body, reason, message)
         log.info("%s/%s: %s", target.namespace, target.name, message)
+        if spec.test.enable:
+            passed, test_message = await self._run_tests(target, spec, result)
+            draft.condition(
+                "TestSuccess", "True" if passed else "False",
+                "TestSucceeded" if passed else "TestFailed", values.redact(test_message),
+            )
+            if not passed and not spec.test.ignore_failures:
+                draft.failed("TestFailed", values.redact(test_message), stalled=True)
+                return Outcome(requeue_after=spec.interval)
+        else:
+            draft.drop("TestSuccess")
+        draft.ready(reason, message)
         return Outcome(requeue_after=spec.interval)
+
+    async def _run_tests(
+        self, target: Target, spec: HelmReleaseSpec, result: DeployResult
+    ) -> tuple[bool, str]:
+        """`helm test` for the new revision: run its test hooks, record their last_run in
+        that revision, and say how it went."""
+        tests = [hook for hook in result.release.hooks if "test" in hook.events]
+        if not tests:
+            return True, "the chart has no tests"
+        store = self.store.as_user(spec.service_account_user)
+        record = result.record
+
+        async def save(hooks: list[Hook]) -> None:
+            nonlocal record
+            record = await store.update(record, dataclasses.replace(result.release, hooks=hooks))
+
+        try:
+            hooks = await self.deployer.hook_runner.run(
+                result.release.hooks,
+                "test",
+                namespace=spec.target_namespace,
+                release_name=spec.release_name,
+                release_namespace=spec.storage_namespace,
+                timeout=spec.test.timeout,
+                applier=self.applier.as_user(spec.service_account_user),
+                record=save,
+            )
+        except HookFailed as failed:
+            await save(failed.hooks)
+            message = f"test {failed.hook.name} failed: {failed.message}"
+            metrics.record_action("test", "failure")
+            await self.events.warning(target.body, "TestFailed", message)
+            return False, message
+        await save(hooks)
+        message = f"{len(tests)} test(s) passed for revision {result.release.version}"
+        metrics.record_action("test", "success")
+        await self.events.normal(target.body, "TestSucceeded", message)
+        return True, message
 
     async def _remediate(
         self,
