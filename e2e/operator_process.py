@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 # Everything in deploy/ but the in-cluster Deployment and Service: here the operator is a
 # local process (no container image can be built on the test machine).
-RBAC_MANIFESTS = ["00-namespace.yaml", "01-crd.yaml", "02-serviceaccount.yaml", "03-rbac.yaml"]
+RBAC_MANIFESTS = [
+    "00-namespace.yaml",
+    "01-crd.yaml",
+    "02-serviceaccount.yaml",
+    "03-rbac.yaml",
+    "03-rbac-apply-any.yaml",
+]
 SERVICE_ACCOUNT = ("rudder-system", "rudder")
 
 

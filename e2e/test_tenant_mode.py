@@ -1,0 +1,50 @@
+"""Tenant mode: rudder without deploy/03-rbac-apply-any.yaml and with
+--default-service-account; it can install what a tenant may install, nothing more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from charts import push, write_chart
+from conftest import Cluster
+from helpers import apply_helmrelease, get_json, unique, wait_for_condition
+from operator_process import DEPLOY, OperatorProcess, service_account_kubeconfig
+from test_tenancy import CLUSTER_ROLE, CONFIG, TENANT_RBAC
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_operator_in_tenant_mode(
+    cluster: Cluster, rudder: OperatorProcess, tmp_path: Path
+) -> None:
+    rudder.stop()
+    any_rbac = str(DEPLOY / "03-rbac-apply-any.yaml")
+    cluster.kubectl("delete", "-f", any_rbac)
+    kubectl = [str(cluster.tools / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, tmp_path / "kc")
+    tenant_mode = OperatorProcess(
+        kubeconfig, tmp_path / "tenant-mode", ["--default-service-account=deployer"]
+    )
+    try:
+        tenant_mode.start()
+        ns = unique("tenant-mode")
+        cluster.kubectl("create", "namespace", ns)
+        cluster.kubectl("apply", "-f", "-", input=TENANT_RBAC.format(ns=ns))
+        own = push(cluster.registry, write_chart(tmp_path, "own", "1.0.0", {"c.yaml": CONFIG}, {}))
+        escalate = push(
+            cluster.registry,
+            write_chart(tmp_path, "esc", "1.0.0", {"c.yaml": CONFIG, "r.yaml": CLUSTER_ROLE}, {}),
+        )
+        apply_helmrelease(cluster, "own", ns, {"chart": {"ref": own, "insecure": True}})
+        wait_for_condition(cluster, ns, "own", "Ready")
+        assert get_json(cluster, "configmap", "own-config", "-n", ns)
+
+        apply_helmrelease(cluster, "esc", ns, {"chart": {"ref": escalate, "insecure": True}})
+        wait_for_condition(cluster, ns, "esc", "Ready", status="False", reason="AccessDenied")
+        assert not get_json(cluster, "clusterrole", "esc-escalate")
+    finally:
+        tenant_mode.stop()
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", any_rbac)
+        rudder.start()
