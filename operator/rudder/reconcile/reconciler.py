@@ -100,6 +100,20 @@ class Target:
         return Owner(self.namespace, self.name)
 
 
+def action_fields(
+    spec: HelmReleaseSpec, action: str, result: str, revision: int | None, started: float
+) -> dict[str, object]:
+    """The structured fields of an action's log line (never values or Secret data)."""
+    return {
+        "release": spec.release_name,
+        "release_namespace": spec.storage_namespace,
+        "action": action,
+        "result": result,
+        "revision": revision,
+        "duration": round(time.monotonic() - started, 3),
+    }
+
+
 def deleting_for(target: Target) -> float:
     """Seconds since the HelmRelease was marked for deletion."""
     stamp = str(target.meta.get("deletionTimestamp", ""))
@@ -404,6 +418,14 @@ class Reconciler:
             return Outcome(requeue_after=1.0)
         except DeployError as error:
             metrics.record_action(verb, "failure", time.monotonic() - started)
+            log.warning(
+                "%s/%s: %s failed (%s)",
+                target.namespace,
+                target.name,
+                verb,
+                error.reason,
+                extra=action_fields(spec, verb, "failure", None, started),
+            )
             if error.superseded:
                 draft.progressing(error.message)
                 return Outcome(requeue_after=0.0)
@@ -428,12 +450,20 @@ class Reconciler:
             message += f"; re-converged to the spec after {decision.reason}"
         draft.condition("Released", "True", reason, message)
         await self.events.normal(target.body, reason, message)
-        log.info("%s/%s: %s", target.namespace, target.name, message)
+        log.info(
+            "%s/%s: %s",
+            target.namespace,
+            target.name,
+            message,
+            extra=action_fields(spec, verb, "success", result.release.version, started),
+        )
         if spec.test.enable:
             passed, test_message = await self._run_tests(target, spec, result)
             draft.condition(
-                "TestSuccess", "True" if passed else "False",
-                "TestSucceeded" if passed else "TestFailed", values.redact(test_message),
+                "TestSuccess",
+                "True" if passed else "False",
+                "TestSucceeded" if passed else "TestFailed",
+                values.redact(test_message),
             )
             if not passed and not spec.test.ignore_failures:
                 draft.failed("TestFailed", values.redact(test_message), stalled=True)
