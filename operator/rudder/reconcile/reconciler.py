@@ -47,6 +47,7 @@ from rudder.reconcile.decide import (
     remediate,
 )
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest, DeployResult
+from rudder.reconcile.drift import detect as detect_drift
 from rudder.reconcile.hooks import HookFailed
 from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
@@ -327,6 +328,7 @@ class Reconciler:
             current = latest(records)
             ready = draft.get("Ready")
             if current is not None and current.status == "deployed":
+                await self._check_drift(target, spec, draft, current)
                 if ready is not None and ready.status == "True":
                     draft.ready(ready.reason, ready.message)  # same words, this generation
                 else:
@@ -472,6 +474,48 @@ class Reconciler:
             draft.drop("TestSuccess")
         draft.ready(reason, message)
         return Outcome(requeue_after=spec.interval)
+
+    async def _check_drift(
+        self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft, current: Record
+    ) -> None:
+        """spec.driftDetection: warn reports drifted objects and fields; enabled also takes
+        them back (a forced apply, no new revision). Reads and dry-runs only otherwise."""
+        mode = spec.drift_detection.mode
+        if mode == "disabled":
+            draft.drop("Drifted")
+            draft.set("drift", None)
+            return
+        applier = self.applier.as_user(spec.service_account_user)
+        drifted = await detect_drift(
+            applier,
+            current.release.manifest,
+            release_name=spec.release_name,
+            release_namespace=spec.storage_namespace,
+            target_namespace=spec.target_namespace,
+            drift_managers=self.config.drift_managers,
+            ignore=spec.drift_detection.ignore,
+        )
+        metrics.record_drift(target.namespace, target.name, len(drifted))
+        if not drifted:
+            draft.drop("Drifted")
+            draft.set("drift", None)
+            return
+        summary = ", ".join(
+            f"{d.ref}" + (" (missing)" if d.missing else f" {' '.join(d.fields)}")
+            for d in drifted[:5]
+        )
+        if mode == "warn":
+            draft.condition(
+                "Drifted", "True", "DriftDetected", f"Changed outside rudder: {summary}"
+            )
+            draft.set("drift", [d.as_status() for d in drifted])
+            return
+        for d in drifted:
+            if d.desired is not None:
+                await applier.apply(d.desired, force=True)
+        draft.drop("Drifted")
+        draft.set("drift", None)
+        await self.events.warning(target.body, "DriftCorrected", f"Took back: {summary}")
 
     async def _run_tests(
         self, target: Target, spec: HelmReleaseSpec, result: DeployResult
