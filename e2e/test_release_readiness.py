@@ -67,3 +67,39 @@ def test_readiness_gates_ready_failures_name_the_object_and_a_new_spec_cancels_t
     ]
     assert "pending-upgrade" not in statuses
     assert statuses[-1] == "deployed"
+
+
+def test_operator_killed_during_a_wait_leaves_nothing_stuck(
+    cluster: Cluster, rudder: OperatorProcess, tmp_path: Path
+) -> None:
+    ns = unique("killed")
+    ref = push(cluster.registry, app_chart(tmp_path, "1.0.0"))
+    spec = {
+        "chart": {"ref": ref, "insecure": True},
+        "install": {"createNamespace": True},
+        "timeout": "5m",
+        "values": {"replicas": 1},
+    }
+    apply_helmrelease(cluster, "app", ns, spec)
+    wait_for_condition(cluster, ns, "app", "Ready")
+    apply_helmrelease(cluster, "app", ns, {**spec, "values": {"image": "example.test/app:fail"}})
+    wait_for(
+        lambda: (
+            "Waiting"
+            in condition(get_json(cluster, "helmrelease", "app", "-n", ns), "Reconciling").get(
+                "message", ""
+            )
+        ),
+        what="the readiness wait",
+    )
+    rudder.kill()
+    statuses = [
+        h["status"]
+        for h in json.loads(cluster.helm("history", "app", "-n", ns, "-o", "json").stdout)
+    ]
+    assert statuses[-1] == "pending-upgrade"  # what a crash leaves behind
+    apply_helmrelease(cluster, "app", ns, {**spec, "values": {"replicas": 2}})
+    rudder.start()
+    wait_for_condition(cluster, ns, "app", "Ready", reason="UpgradeSucceeded", timeout=60)
+    history = json.loads(cluster.helm("history", "app", "-n", ns, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "failed", "deployed"]
