@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from audit import now, requests, settle
 from charts import app_chart, push
 from conftest import Cluster
 from helpers import apply_helmrelease, condition, get_json, unique, wait_for, wait_for_condition
@@ -83,3 +85,13 @@ def test_drift_is_reported_then_corrected_and_an_hpa_is_not_drift(
     assert get_json(cluster, "deployment", "app", "-n", ns)["spec"]["replicas"] == 4
     events = cluster.kubectl("get", "events", "-n", ns).stdout
     assert "DriftCorrected" in events
+
+    # Checking an undrifted release is reads and dry-runs only.
+    settle()
+    start = now()
+    time.sleep(8)  # more than two intervals
+    settle()
+    seen = requests(cluster.audit_log, since=start)
+    checks = [r for r in seen if r.dry_run and r.namespace == ns]
+    assert checks, "no drift check ran"
+    assert [r for r in seen if r.is_write and r.namespace == ns] == []

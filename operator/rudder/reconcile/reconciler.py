@@ -363,8 +363,11 @@ class Reconciler:
         if decision.out_of_band:
             draft.condition("Released", "False", "OutOfBandRevision", decision.reason)
             await self.events.warning(target.body, "OutOfBandRevision", decision.reason)
-        draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
-        await self._write_status(target, draft)
+        if not same_inputs:
+            # A retry of the same inputs keeps reporting its last failure until it succeeds,
+            # so a release that keeps failing the same way does not write status each time.
+            draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
+            await self._write_status(target, draft)
         action_spec = spec.install if is_install else spec.upgrade
         started = time.monotonic()
         try:
