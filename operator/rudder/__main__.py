@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rudder import __version__
 from rudder.config import OperatorConfig, parse_size
+from rudder.model import parse_duration
 
 CRD_FILE = Path(__file__).resolve().parent.parent.parent / "crds" / "helmreleases.rudder.dev.yaml"
 
@@ -90,6 +91,30 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port serving /metrics, /healthz, /readyz and the status page at /",
     )
     run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run several replicas: only the holder of a coordination.k8s.io Lease reconciles",
+    )
+    run.add_argument(
+        "--leader-election-namespace", default="rudder-system", help="namespace of the Lease"
+    )
+    run.add_argument("--leader-election-id", default="rudder-leader", help="name of the Lease")
+    run.add_argument(
+        "--lease-duration",
+        type=parse_duration,
+        default="15s",
+        help="how long a standby waits on a silent leader before taking over",
+    )
+    run.add_argument(
+        "--renew-deadline",
+        type=parse_duration,
+        default="10s",
+        help="a leader that could not renew for this long stops (and exits)",
+    )
+    run.add_argument(
+        "--retry-period", type=parse_duration, default="2s", help="renew / retry interval"
+    )
+    run.add_argument(
         "--default-service-account",
         default=None,
         metavar="NAME",
@@ -145,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         takeover_managers=tuple(filter(None, args.takeover_managers.split(","))),
         drift_managers=tuple(filter(None, args.drift_managers.split(","))),
         metrics_addr=args.metrics_addr,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
         default_service_account=args.default_service_account,
         no_cross_namespace_refs=args.no_cross_namespace_refs,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
 from typing import Any
 
 from rudder import controller
@@ -12,6 +14,7 @@ from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
 from rudder.kube.client import ApiError, ClientSettings, KubeClient, connect
 from rudder.kube.discovery import Discovery, invalidate_on_changes
+from rudder.kube.election import ElectionSettings, LeaderElector
 from rudder.observe import metrics, server
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
@@ -71,13 +74,33 @@ async def run_operator(config: OperatorConfig) -> None:
         config.field_manager,
         config.metrics_addr,
     )
-    try:
+
+    async def operate() -> None:
         await controller.run(
             make_manager,
             kube,
             namespaces=config.namespaces,
             label_selector=config.label_selector,
         )
+
+    try:
+        if not config.leader_elect:
+            await operate()
+        else:
+            elector = LeaderElector(
+                kube,
+                ElectionSettings(
+                    namespace=config.leader_election_namespace,
+                    name=config.leader_election_id,
+                    identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+                    lease_duration=config.lease_duration,
+                    renew_deadline=config.renew_deadline,
+                    retry_period=config.retry_period,
+                ),
+            )
+            if not await elector.run(operate):
+                # Never reconcile without the Lease: exit and come back as a standby.
+                raise SystemExit(1)
     finally:
         api_changes.cancel()
         await reconciler.sources.stop()

@@ -50,6 +50,12 @@ class OperatorConfig:
     takeover_managers: tuple[str, ...] = ("helm",)
     drift_managers: tuple[str, ...] = ("kubectl", "kubectl-edit", "helm")
     metrics_addr: str = ":8080"
+    leader_elect: bool = False
+    leader_election_namespace: str = "rudder-system"
+    leader_election_id: str = "rudder-leader"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
     default_service_account: str | None = None
     no_cross_namespace_refs: bool = False
 
