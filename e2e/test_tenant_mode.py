@@ -25,11 +25,13 @@ def test_the_operator_in_tenant_mode(
     kubectl = [str(cluster.tools / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
     kubeconfig = service_account_kubeconfig(kubectl, cluster.kubeconfig, tmp_path / "kc")
     tenant_mode = OperatorProcess(
-        kubeconfig, tmp_path / "tenant-mode", ["--default-service-account=deployer"]
+        kubeconfig,
+        tmp_path / "tenant-mode",
+        ["--default-service-account=deployer", "--no-cross-namespace-refs"],
     )
+    ns = unique("tenant-mode")
     try:
         tenant_mode.start()
-        ns = unique("tenant-mode")
         cluster.kubectl("create", "namespace", ns)
         cluster.kubectl("apply", "-f", "-", input=TENANT_RBAC.format(ns=ns))
         own = push(cluster.registry, write_chart(tmp_path, "own", "1.0.0", {"c.yaml": CONFIG}, {}))
@@ -44,7 +46,20 @@ def test_the_operator_in_tenant_mode(
         apply_helmrelease(cluster, "esc", ns, {"chart": {"ref": escalate, "insecure": True}})
         wait_for_condition(cluster, ns, "esc", "Ready", status="False", reason="AccessDenied")
         assert not get_json(cluster, "clusterrole", "esc-escalate")
+
+        # --no-cross-namespace-refs: a HelmRelease cannot aim outside its namespace.
+        apply_helmrelease(
+            cluster,
+            "away",
+            ns,
+            {"chart": {"ref": own, "insecure": True}, "targetNamespace": "kube-system"},
+        )
+        hr = wait_for_condition(cluster, ns, "away", "Stalled", reason="InvalidSpec")
+        assert "spec.targetNamespace" in hr["status"]["conditions"][0]["message"]
     finally:
+        # Uninstall under tenant mode: left behind, these HelmReleases would be served by
+        # the next operator with its own rights.
+        cluster.kubectl("delete", "namespace", ns, "--timeout=60s", check=False)
         tenant_mode.stop()
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", any_rbac)
         rudder.start()
