@@ -49,13 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         "--field-manager", default="rudder", help="field manager name for server-side apply"
     )
     run.add_argument(
-        "--concurrency", type=int, default=8, help="HelmReleases reconciled in parallel"
+        "--concurrency", type=int, default=16, help="HelmReleases reconciled in parallel"
     )
     run.add_argument(
-        "--kube-api-qps", type=float, default=50.0, help="client-side limit on API requests/s"
+        "--kube-api-qps", type=float, default=200.0, help="client-side limit on API requests/s"
     )
     run.add_argument(
-        "--kube-api-burst", type=int, default=100, help="requests allowed above the QPS in a burst"
+        "--kube-api-burst", type=int, default=400, help="requests allowed above the QPS in a burst"
     )
     run.add_argument(
         "--chart-cache-dir",

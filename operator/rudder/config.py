@@ -41,9 +41,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     label_selector: str | None = None
     field_manager: str = "rudder"
-    concurrency: int = 8
-    kube_api_qps: float = 50.0
-    kube_api_burst: int = 100
+    concurrency: int = 16
+    kube_api_qps: float = 200.0
+    kube_api_burst: int = 400
     chart_cache_dir: Path = field(default_factory=lambda: Path("/var/cache/rudder/charts"))
     chart_cache_size: int = 1024**3
     max_chart_size: int = 10 * 1024**2

@@ -91,8 +91,8 @@ class RateLimiter:
 
 @dataclass
 class ClientSettings:
-    qps: float = 50.0
-    burst: int = 100
+    qps: float = 200.0
+    burst: int = 400
     user_agent: str = "rudder"
     request_timeout: float = 60.0
 
