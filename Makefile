@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export RUDDER_CACHE ?= $(HOME)/.cache/rudder
 PYTEST_ARGS ?=
 
-.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo cluster-up cluster-down clean
+.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo bench cluster-up cluster-down clean
 
 all: test
 
@@ -50,6 +50,11 @@ test: setup lint typecheck
 # install the CRD, run the operator, apply a sample HelmRelease and show `kubectl get rhr`.
 demo: setup
 	$(BIN)/python e2e/demo.py
+
+# The scale benchmark on its own local control plane (e2e/bench/README.md); N=200 default.
+N ?= 200
+bench: setup
+	$(BIN)/python e2e/bench/bench_releases.py --n $(N) --replicas 0,1 --helm-baseline
 
 cluster-up: setup
 	$(BIN)/python e2e/localcluster.py up
