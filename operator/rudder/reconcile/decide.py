@@ -118,11 +118,16 @@ def remediate(
     a failed action with retries left is tried again; once they are spent, a failed
     upgrade is remediated once (rollback or uninstall, only when retries were configured)
     and then nothing more is tried with the same inputs."""
-    if not attempts.same_inputs:
-        return decision
     current = latest(records)
     good = last_deployed(records)
     deployed_before = good is not None
+    if not attempts.same_inputs:
+        if decision.action is Action.NONE and current is not None and current.status == "failed":
+            # A failure status does not remember (an interrupted or superseded attempt, or
+            # a spec change that kept the digests): try once more.
+            action = Action.UPGRADE if deployed_before else Action.INSTALL
+            return Decision(action, f"revision {current.version} failed; trying again")
+        return decision
     if decision.action is Action.NONE and current is not None and current.status == "failed":
         if not deployed_before:
             if attempts.install_failures <= policy.install_retries and policy.install_retries:

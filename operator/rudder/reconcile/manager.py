@@ -40,9 +40,29 @@ class Outcome:
 
 @dataclass
 class Run:
-    """Handed to a reconcile: `superseded` is set when a newer generation arrives."""
+    """Handed to a reconcile: `superseded` is set when a generation newer than the one it
+    works on arrives (or the object is deleted). The reconcile says which generation it
+    works on with `begin` once it has read the object: the event that queued it may be
+    older than the object it reads."""
 
     superseded: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int | None = None
+    newest_seen: int | None = None
+
+    def begin(self, generation: int) -> None:
+        self.generation = generation
+        if self.newest_seen is not None and self.newest_seen > generation:
+            self.superseded.set()
+
+    def saw(self, generation: int | None, *, gone: bool) -> None:
+        if gone:
+            self.superseded.set()
+            return
+        if generation is None:
+            return
+        self.newest_seen = max(self.newest_seen or generation, generation)
+        if self.generation is not None and generation > self.generation:
+            self.superseded.set()
 
 
 Reconcile = Callable[[JSON, Run], Awaitable[Outcome]]
@@ -54,7 +74,6 @@ class _Slot:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     run: Run | None = None
-    running_generation: int | None = None
     failures: int = 0
 
 
@@ -99,13 +118,9 @@ class Manager:
         previous, slot.body = slot.body, None if deleted else body
         if slot.task is not None and signature(previous) == signature(slot.body):
             return  # only status or resourceVersion moved (often our own write): nothing to do
-        new_generation = generation_of(slot.body)
-        if slot.run is not None and (
-            slot.body is None
-            or (new_generation is not None and new_generation != slot.running_generation)
-            or meta.get("deletionTimestamp")
-        ):
-            slot.run.superseded.set()
+        if slot.run is not None:
+            gone = slot.body is None or bool(meta.get("deletionTimestamp"))
+            slot.run.saw(generation_of(slot.body), gone=gone)
         slot.wake.set()
 
     def wake(self, key: Key) -> None:
@@ -144,7 +159,6 @@ class Manager:
                 metrics.forget(*key)
                 return
             slot.run = Run()
-            slot.running_generation = generation_of(body)
             started = time.monotonic()
             try:
                 async with self._limit:

@@ -175,6 +175,7 @@ class Reconciler:
         if body is None:
             return Outcome(requeue_after=None)
         target = Target(body)
+        run.begin(target.generation)
         draft = StatusDraft(body.get("status"), target.generation)
         try:
             spec = parse_spec(body.get("spec") or {}, name=target.name, namespace=target.namespace)
@@ -432,6 +433,8 @@ class Reconciler:
                 extra=action_fields(spec, verb, "failure", None, started),
             )
             if error.superseded:
+                # Not an attempt that failed: the next reconcile starts over afresh.
+                draft.set("lastAttempted", None)
                 draft.progressing(error.message)
                 return Outcome(requeue_after=0.0)
             if error.readiness is not None:
