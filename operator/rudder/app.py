@@ -67,7 +67,26 @@ async def run_operator(config: OperatorConfig) -> None:
         page.manager = manager
         return manager
 
-    http = await server.start(config.metrics_addr, page, lambda: page.manager is not None)
+    elector: LeaderElector | None = None
+    if config.leader_elect:
+        elector = LeaderElector(
+            kube,
+            ElectionSettings(
+                namespace=config.leader_election_namespace,
+                name=config.leader_election_id,
+                identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+                lease_duration=config.lease_duration,
+                renew_deadline=config.renew_deadline,
+                retry_period=config.retry_period,
+            ),
+        )
+
+    def ready() -> bool:
+        # A standby is ready too: it is doing its job, and a rolling update of a
+        # leader-elected Deployment waits for new pods, which start as standbys.
+        return page.manager is not None or (elector is not None and not elector.leading)
+
+    http = await server.start(config.metrics_addr, page, ready)
     api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
     log.info(
         "rudder starting (field manager %r, metrics on %s)",
@@ -84,20 +103,9 @@ async def run_operator(config: OperatorConfig) -> None:
         )
 
     try:
-        if not config.leader_elect:
+        if elector is None:
             await operate()
         else:
-            elector = LeaderElector(
-                kube,
-                ElectionSettings(
-                    namespace=config.leader_election_namespace,
-                    name=config.leader_election_id,
-                    identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
-                    lease_duration=config.lease_duration,
-                    renew_deadline=config.renew_deadline,
-                    retry_period=config.retry_period,
-                ),
-            )
             if not await elector.run(operate):
                 # Never reconcile without the Lease: exit and come back as a standby.
                 raise SystemExit(1)

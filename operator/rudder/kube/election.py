@@ -72,7 +72,11 @@ class LeaderElector:
         self.settings = settings
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0  # monotonic time it was first seen
-        self._leading = False
+        self.leading = False
+        self.held_by_other = False  # the last read showed another holder
+        # Every Lease call must end well inside the renew deadline: a hung call must not
+        # keep a cut-off leader running after a standby has taken over.
+        self._call_timeout = max(0.5, min(settings.retry_period, settings.renew_deadline / 2))
 
     @property
     def path(self) -> str:
@@ -81,9 +85,17 @@ class LeaderElector:
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this candidate holds the Lease afterwards."""
+        self.held_by_other = False
         try:
-            current = await self.kube.get_or_none(self.path)
-        except (ApiError, OSError) as error:
+            current: JSON | None = await self.kube.request(
+                "GET", self.path, request_timeout=self._call_timeout
+            )
+        except ApiError as error:
+            if error.code != 404:
+                log.warning("leader election: cannot read the lease: %s", error)
+                return False
+            current = None
+        except (OSError, TimeoutError) as error:
             log.warning("leader election: cannot read the lease: %s", error)
             return False
         now = time.monotonic()
@@ -94,22 +106,27 @@ class LeaderElector:
             if record != self._observed:
                 self._observed, self._observed_at = record, now
             duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
-            held_by_other = holder and holder != self.settings.identity
+            held_by_other = bool(holder) and holder != self.settings.identity
             if held_by_other and now - self._observed_at < duration:
+                self.held_by_other = True
                 return False
         body = lease_body(self.settings, current, now=micro_time())
         try:
             if current is None:
                 collection = self.path.rsplit("/", 1)[0]
-                await self.kube.request("POST", collection, body=body)
+                await self.kube.request(
+                    "POST", collection, body=body, request_timeout=self._call_timeout
+                )
             else:
-                await self.kube.request("PUT", self.path, body=body)
+                await self.kube.request(
+                    "PUT", self.path, body=body, request_timeout=self._call_timeout
+                )
         except ApiError as error:
             if error.code in (409, 422):  # someone else wrote first
                 return False
             log.warning("leader election: cannot write the lease: %s", error)
             return False
-        except OSError as error:
+        except (OSError, TimeoutError) as error:
             log.warning("leader election: cannot write the lease: %s", error)
             return False
         return True
@@ -120,6 +137,7 @@ class LeaderElector:
         while not await self.try_acquire_or_renew():  # noqa: ASYNC110 - polling the Lease is the protocol
             await asyncio.sleep(self.settings.retry_period)
         log.info("leader election: %s is the leader", self.settings.identity)
+        self.leading = True
         task = asyncio.create_task(lead())
         last_renewal = time.monotonic()
         try:
@@ -128,8 +146,12 @@ class LeaderElector:
                     await asyncio.wait_for(asyncio.shield(task), self.settings.retry_period)
                 if task.done():
                     break
+                attempt_started = time.monotonic()
                 if await self.try_acquire_or_renew():
-                    last_renewal = time.monotonic()
+                    last_renewal = attempt_started
+                elif self.held_by_other:
+                    log.error("leader election: another replica holds the lease; stopping")
+                    return False
                 elif time.monotonic() - last_renewal > self.settings.renew_deadline:
                     log.error("leader election: lost the lease; stopping")
                     return False
@@ -137,6 +159,7 @@ class LeaderElector:
             await self.release()
             return True
         finally:
+            self.leading = False
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
