@@ -17,7 +17,7 @@ from rudder.release.store import (
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 ME = Owner("apps", "web")
-DESIRED = Desired(ME, "sha256:chart", "sha256:values", action_timeout=300, instance="me")
+DESIRED = Desired(ME, "sha256:chart", "sha256:values")
 
 
 def record(
@@ -53,69 +53,62 @@ def record(
 
 
 def test_nothing_stored_means_install() -> None:
-    assert decide(DESIRED, [], NOW).action is Action.INSTALL
+    assert decide(DESIRED, []).action is Action.INSTALL
 
 
 def test_deployed_and_in_sync_means_nothing_to_do() -> None:
-    assert (
-        decide(DESIRED, [record(1, "superseded"), record(2, "deployed")], NOW).action is Action.NONE
-    )
+    assert decide(DESIRED, [record(1, "superseded"), record(2, "deployed")]).action is Action.NONE
 
 
 @pytest.mark.parametrize(
     ("chart", "values"), [("sha256:other", "sha256:values"), ("sha256:chart", "sha256:other")]
 )
 def test_a_changed_chart_or_values_means_upgrade(chart: str, values: str) -> None:
-    decision = decide(DESIRED, [record(1, "deployed", chart=chart, values=values)], NOW)
+    decision = decide(DESIRED, [record(1, "deployed", chart=chart, values=values)])
     assert decision.action is Action.UPGRADE
     assert not decision.out_of_band
 
 
 def test_a_release_of_another_helmrelease_is_refused() -> None:
-    decision = decide(DESIRED, [record(1, "deployed", owner=Owner("apps", "other"))], NOW)
+    decision = decide(DESIRED, [record(1, "deployed", owner=Owner("apps", "other"))])
     assert decision.action is Action.REFUSE
     assert "apps/other" in decision.reason
 
 
 def test_a_revision_written_by_the_cli_is_noticed_and_reconverged() -> None:
-    decision = decide(DESIRED, [record(1, "superseded"), record(2, "deployed", owner=None)], NOW)
+    decision = decide(DESIRED, [record(1, "superseded"), record(2, "deployed", owner=None)])
     assert decision.action is Action.UPGRADE
     assert decision.out_of_band
 
 
 def test_a_release_installed_by_the_cli_is_adopted() -> None:
-    decision = decide(DESIRED, [record(1, "deployed", owner=None)], NOW)
+    decision = decide(DESIRED, [record(1, "deployed", owner=None)])
     assert (decision.action, decision.out_of_band) == (Action.UPGRADE, True)
 
 
 def test_a_pending_revision_of_a_running_cli_is_left_alone() -> None:
-    decision = decide(
-        DESIRED, [record(1, "deployed"), record(2, "pending-upgrade", owner=None)], NOW
-    )
+    decision = decide(DESIRED, [record(1, "deployed"), record(2, "pending-upgrade", owner=None)])
     assert decision.action is Action.WAIT
 
 
 def test_a_pending_revision_of_an_earlier_operator_process_is_unlocked() -> None:
     pending = record(2, "pending-upgrade", instance="crashed-process")
-    assert decide(DESIRED, [record(1, "deployed"), pending], NOW).action is Action.UNLOCK
+    assert decide(DESIRED, [record(1, "deployed"), pending]).action is Action.UNLOCK
 
 
-def test_a_pending_revision_older_than_the_timeout_is_unlocked() -> None:
-    pending = record(2, "pending-install", age=301)
-    assert decide(DESIRED, [pending], NOW).action is Action.UNLOCK
-
-
-def test_a_fresh_pending_revision_of_this_process_is_waited_for() -> None:
-    assert decide(DESIRED, [record(1, "pending-install", age=5)], NOW).action is Action.WAIT
+def test_a_pending_revision_this_process_left_behind_is_unlocked_at_once() -> None:
+    # One worker per HelmRelease: a pending revision of ours at the start of a reconcile
+    # belongs to an attempt that raised (e.g. the API server went away mid-action).
+    assert decide(DESIRED, [record(1, "pending-install")]).action is Action.UNLOCK
 
 
 def test_an_uninstalled_release_with_history_is_installed_again() -> None:
-    assert decide(DESIRED, [record(3, "uninstalled")], NOW).action is Action.INSTALL
+    assert decide(DESIRED, [record(3, "uninstalled")]).action is Action.INSTALL
 
 
 def test_a_failed_revision_with_unchanged_inputs_is_not_retried_here() -> None:
     # Retrying the same failed inputs is remediation's decision, not a blind loop.
-    assert decide(DESIRED, [record(1, "deployed"), record(2, "failed")], NOW).action is Action.NONE
+    assert decide(DESIRED, [record(1, "deployed"), record(2, "failed")]).action is Action.NONE
 
 
 def test_a_cli_revision_that_copied_our_labels_is_still_out_of_band() -> None:
@@ -123,11 +116,11 @@ def test_a_cli_revision_that_copied_our_labels_is_still_out_of_band() -> None:
     # revision it writes, but not rudder's annotations.
     copied = record(3, "deployed")
     copied.secret["metadata"]["annotations"] = {}
-    decision = decide(DESIRED, [record(1, "superseded"), record(2, "superseded"), copied], NOW)
+    decision = decide(DESIRED, [record(1, "superseded"), record(2, "superseded"), copied])
     assert (decision.action, decision.out_of_band) == (Action.UPGRADE, True)
 
 
 def test_a_pending_cli_revision_with_copied_labels_is_not_unlocked() -> None:
     pending = record(2, "pending-rollback", instance="other", age=9999)
     pending.secret["metadata"]["annotations"] = {}
-    assert decide(DESIRED, [record(1, "deployed"), pending], NOW).action is Action.WAIT
+    assert decide(DESIRED, [record(1, "deployed"), pending]).action is Action.WAIT

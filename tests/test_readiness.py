@@ -577,6 +577,7 @@ async def test_a_deleted_object_becomes_not_found() -> None:
         )
     )
     await asyncio.wait_for(api.watching.wait(), 5)
+    await asyncio.sleep(0.15)  # one progress report before the deletion
     api.send(CONFIG_MAPS, "DELETED", config_map("a"))
     report = await asyncio.wait_for(wait, 5)
     assert report.outcome is Outcome.TIMEOUT
@@ -629,9 +630,13 @@ async def test_progress_is_throttled_and_sent_only_on_change() -> None:
             api, FakeDiscovery(), refs, timeout=10, progress=record, progress_every=0.5
         )
     )
+    started = loop.time()
     await asyncio.wait_for(api.watching.wait(), 5)
     await asyncio.sleep(0.05)
-    assert len(sent) == 1  # at once, after the first list
+    assert sent == []  # a wait that ends quickly reports nothing
+    await asyncio.sleep(0.5)
+    assert len(sent) == 1
+    assert sent[0][0] - started >= 0.45
     assert sent[0][1].counts == {"InProgress": 1, "NotFound": 1}
     assert sent[0][1].outcome is Outcome.IN_PROGRESS
     # Changes within the window are folded into one call at its end.
@@ -652,6 +657,29 @@ async def test_progress_is_throttled_and_sent_only_on_change() -> None:
     report = await asyncio.wait_for(wait, 5)
     assert report.outcome is Outcome.CURRENT
     assert len(sent) == 2  # the final report is returned, not sent
+
+
+async def test_objects_seen_current_are_not_watched() -> None:
+    api = FakeApi({DEPLOYMENTS: [listed(deployment("web", ready=False))]})
+    cm = config_map("settings")
+    report = await wait_until_ready(api, FakeDiscovery(), [ref(cm)], timeout=10, seen=[cm])
+    assert report.outcome is Outcome.CURRENT
+    assert api.lists == []
+
+
+async def test_objects_seen_in_progress_are_still_watched() -> None:
+    api = FakeApi({DEPLOYMENTS: [listed(deployment("web"))]})
+    cm = config_map("settings")
+    report = await wait_until_ready(
+        api,
+        FakeDiscovery(),
+        [web_ref(), ref(cm)],
+        timeout=10,
+        seen=[deployment("web", ready=False), cm],
+    )
+    assert report.outcome is Outcome.CURRENT
+    # The ConfigMap was settled by what the apply returned; only the Deployment is listed.
+    assert [path for path, _ in api.lists] == [DEPLOYMENTS]
 
 
 async def test_a_failing_progress_callback_does_not_end_the_wait() -> None:

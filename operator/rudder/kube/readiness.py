@@ -401,8 +401,21 @@ class _Watch:
         }
         self.pods_seen: dict[ObjectRef, JSON] = {}  # bare Pods, judged again with the clock
         self.changed = asyncio.Event()
-        self.unlisted: set[str] = set()
         self.fatal: BaseException | None = None
+
+    def settle(self, seen: Sequence[JSON]) -> list[ObjectRef]:
+        """Judge the refs whose object is in `seen`; the refs that still need watching."""
+        objects = {ObjectRef.of(obj).identity(): obj for obj in seen}
+        waiting = []
+        for ref in self.order:
+            obj = objects.get(ref.identity())
+            if obj is not None and not needs_pods(obj):
+                self.set_verdict(ref, obj)
+                verdict = self.verdicts[ref]
+                if verdict is None or verdict.status is Status.CURRENT:
+                    continue
+            waiting.append(ref)
+        return waiting
 
     # -- state ---------------------------------------------------------------------------
 
@@ -485,7 +498,6 @@ class _Watch:
                 if version is None:
                     listing = await self.kube.get(group.collection, **query)
                     await self.apply_listing(group, listing)
-                    self.unlisted.discard(group.collection)
                     self.changed.set()
                     version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
                 window = max(1, min(WATCH_SECONDS, int(deadline - loop.time()) + 1))
@@ -573,13 +585,18 @@ async def wait_until_ready(
     cancel: asyncio.Event | None = None,
     progress: Progress | None = None,
     progress_every: float = 5.0,
+    seen: Sequence[JSON] = (),
 ) -> ReadinessReport:
     """Watch `refs` until all are Current, one is Failed, `timeout` seconds pass (<= 0:
     Helm's 30 s) or `cancel` is set; the report's `outcome` says which.
 
-    `progress`, when given, is awaited with the report while the wait goes on: once every
-    collection has been listed (or `progress_every` seconds have passed), then at most every
-    `progress_every` seconds, and only when the report changed. Its exceptions are logged.
+    `seen` are objects as they stood a moment ago (the answers of their apply): a ref whose
+    object there is already Current (or not waited for) is settled without a watch. kstatus
+    is a function of the object, so a list would judge the same object the same way.
+
+    `progress`, when given, is awaited with the report while the wait goes on: after
+    `progress_every` seconds, then at most every `progress_every` seconds, and only when the
+    report changed (a quick wait reports nothing). Its exceptions are logged.
     Raises ApiError when the API refuses to list or watch the objects (401, 403); other API
     and connection errors are retried until the time runs out.
     """
@@ -594,8 +611,7 @@ async def wait_until_ready(
 
     if cancel is not None and cancel.is_set():
         return report(Outcome.CANCELLED)
-    groups = await _groups(discovery, watch.order, watch)
-    watch.unlisted = {group.collection for group in groups}
+    groups = await _groups(discovery, watch.settle(seen), watch)
 
     async def follow(group: _Group) -> None:
         try:
@@ -630,12 +646,7 @@ async def wait_until_ready(
             now = loop.time()
             if now >= deadline:
                 return report(Outcome.TIMEOUT)
-            if (
-                progress is not None
-                and current != sent
-                and (not watch.unlisted or now >= next_progress)
-                and (sent is None or now >= next_progress)
-            ):
+            if progress is not None and current != sent and now >= next_progress:
                 await _call(progress, current)
                 sent = current
                 now = loop.time()

@@ -195,11 +195,18 @@ class Applier:
         return await self._stage(objects, dry_run=True, force=force, forced=forced)
 
     async def apply_stage(
-        self, objects: Sequence[JSON], *, force: bool, forced: AbstractSet[ObjectRef] = frozenset()
+        self,
+        objects: Sequence[JSON],
+        *,
+        force: bool,
+        forced: AbstractSet[ObjectRef] = frozenset(),
+        proven: AbstractSet[ObjectRef] = frozenset(),
     ) -> list[JSON]:
         """Dry-run every object; if all pass, apply them all. Raises StageRejected.
-        `force` forces every object; `forced` only those (objects being adopted)."""
-        await self.dry_run_stage(objects, force=force, forced=forced)
+        `force` forces every object; `forced` only those (objects being adopted). `proven`
+        objects passed a dry-run of the caller's just before and are not dry-run again."""
+        unproven = [obj for obj in objects if ObjectRef.of(obj) not in proven]
+        await self.dry_run_stage(unproven, force=force, forced=forced)
         return await self._stage(objects, dry_run=False, force=force, forced=forced)
 
     async def _stage(

@@ -7,7 +7,6 @@ state classification, every case is explicit and unit-tested without a cluster.
 
 from __future__ import annotations
 
-import datetime
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,11 +39,9 @@ class Desired:
     owner: Owner
     chart_digest: str
     values_digest: str
-    action_timeout: float  # seconds; a pending revision older than this is stale
-    instance: str  # this operator process
 
 
-def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) -> Decision:
+def decide(desired: Desired, records: Sequence[Record]) -> Decision:
     current = latest(records)
     if current is None:
         return Decision(Action.INSTALL, "no release exists yet")
@@ -64,13 +61,13 @@ def decide(desired: Desired, records: Sequence[Record], now: datetime.datetime) 
                 f"revision {current.version} is {current.status} "
                 "(written by another client, e.g. a running helm command)",
             )
-        age = (now - current.created).total_seconds()
-        if current.operator_instance != desired.instance or age > desired.action_timeout:
-            return Decision(
-                Action.UNLOCK,
-                f"revision {current.version} was left {current.status} by an earlier attempt",
-            )
-        return Decision(Action.WAIT, f"revision {current.version} is {current.status}")
+        # One worker per HelmRelease, and a HelmRelease drives its release alone: a pending
+        # revision of ours at the start of a reconcile belongs to an attempt that is over
+        # (a crashed process, a lost leader, an API failure mid-action).
+        return Decision(
+            Action.UNLOCK,
+            f"revision {current.version} was left {current.status} by an earlier attempt",
+        )
 
     if current.status == "uninstalled":
         return Decision(Action.INSTALL, "the release was uninstalled (history kept)")

@@ -2,14 +2,15 @@
 
 The order is what keeps a failure from losing anything:
   1. render with the cluster's Capabilities and sort as Helm does;
-  2. check ownership of every object the previous revision did not have;
-  3. dry-run the CRD/Namespace stage and the main stage in full (objects whose kind only a
-     CRD of this release defines are dry-run right after that CRD is applied);
-  4. only then create the pending revision record (create, never replace: a second writer
+  2. dry-run the CRD/Namespace stage and the main stage in full (objects whose kind only a
+     CRD of this release defines, or in a namespace it creates, are dry-run right before
+     they are applied), and check ownership of every object the previous revision did not
+     have and the dry-run found existing;
+  3. only then create the pending revision record (create, never replace: a second writer
      of the same revision fails here and does nothing);
-  5. apply the stages, prune what the new revision dropped (keep-policy respected), and
+  4. apply the stages, prune what the new revision dropped (keep-policy respected), and
      mark the revision deployed and its predecessor superseded.
-A failure in 1-3 leaves the cluster and the release history untouched; in 5 it marks the
+A failure in 1-2 leaves the cluster and the release history untouched; in 4 it marks the
 new revision failed with the cause, as Helm does.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 import yaml
 
 from rudder.chart.render import Renderer, RenderRequest
@@ -68,6 +70,7 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
 RELEASE_NAME_ANNOTATION = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 CRD_ESTABLISHED_TIMEOUT = 60.0
+TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 class NotReady(Exception):
@@ -78,7 +81,8 @@ class NotReady(Exception):
 
 class DeployError(Exception):
     """The action failed; `reason` is the condition reason, `message` names the cause.
-    `recorded` tells whether a failed revision was written (the cluster was touched)."""
+    `recorded` tells whether a failed revision was written (the cluster was touched);
+    `transient` that the API server failed (unreachable, 429, 5xx), not the release."""
 
     def __init__(
         self,
@@ -90,9 +94,11 @@ class DeployError(Exception):
         retriable: bool = False,
         superseded: bool = False,
         readiness: ReadinessReport | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.superseded = superseded
+        self.transient = transient  # the API server failed, not the release
         self.readiness = readiness
         self.reason = reason
         self.message = message
@@ -183,6 +189,7 @@ class _Content:
 class DeployResult:
     record: Record
     release: Release
+    records: list[Record] = field(default_factory=list)  # the history after the action
     objects: list[ObjectRef] = field(default_factory=list)
     pruned: list[ObjectRef] = field(default_factory=list)
     readiness: ReadinessReport | None = None
@@ -361,28 +368,16 @@ class Deployer:
             mark_unchanged(stage_two, previous.release.manifest, request.target_namespace)
         changed_one = [p.obj for p in stage_one if not p.unchanged]
         changed_two = [p.obj for p in stage_two if not p.unchanged]
-        adopted = await self._check_ownership(
-            applier, request, stage_one + stage_two + deferred, previous
-        )
-
-        if request.take_over_from:
-            await asyncio.gather(
-                *(
-                    take_over_fields(applier, p.ref, request.take_over_from)
-                    for p in stage_one + stage_two
-                    if p.ref.kind != "Namespace"
-                )
-            )
-
-        # The whole stage is proven before anything is applied.
-        await self._dry_run(applier, changed_one, request.force_conflicts, adopted)
         # Objects in a namespace this release creates can only be dry-run once it exists:
-        # apply_stage dry-runs the whole stage again right before applying it.
+        # apply_stage dry-runs those right before applying them.
         new_namespaces = {p.ref.name for p in stage_one if p.ref.kind == "Namespace"}
         early = [
             p.obj for p in stage_two if not p.unchanged and p.ref.namespace not in new_namespaces
         ]
-        await self._dry_run(applier, early, request.force_conflicts, adopted)
+        adopted = await self._prove(
+            applier, request, stage_one + stage_two + deferred, previous, changed_one + early
+        )
+        proven = frozenset(ObjectRef.of(obj) for obj in changed_one + early)
 
         now = GoTime.now()
         first_deployed = now
@@ -424,7 +419,9 @@ class Deployer:
 
         try:
             await self._hooks(progress, request, applier, pre)
-            await applier.apply_stage(changed_one, force=request.force_conflicts, forced=adopted)
+            applied = await applier.apply_stage(
+                changed_one, force=request.force_conflicts, forced=adopted, proven=proven
+            )
             await self._wait_established(
                 applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
             )
@@ -433,9 +430,11 @@ class Deployer:
                 resolved = [await self._resolve(p.obj, request) for p in deferred]
                 stage_two = stage_two + resolved
                 changed_two += [p.obj for p in resolved]
-            await applier.apply_stage(changed_two, force=request.force_conflicts, forced=adopted)
+            applied += await applier.apply_stage(
+                changed_two, force=request.force_conflicts, forced=adopted, proven=proven
+            )
             pruned = await self._prune(applier, request, previous, stage_one + stage_two)
-            report = await self._wait(request, applier, stage_one + stage_two)
+            report = await self._wait(request, applier, stage_one + stage_two, applied)
             await self._hooks(progress, request, applier, post)
         except StageRejected as rejected:
             await progress.finish("failed", request.redact(f"{action} failed: {rejected}"))
@@ -476,13 +475,14 @@ class Deployer:
                 description,
                 recorded=True,
             ) from failed
-        except (ApiError, TimeoutError) as error:
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
             await progress.finish("failed", request.redact(f"{action} failed: {error}"))
             raise DeployError(
                 request.kind.failed_reason,
                 str(error),
                 recorded=True,
                 retriable=True,
+                transient=is_transient(error),
             ) from error
 
         done = await progress.finish("deployed", request.description)
@@ -497,21 +497,31 @@ class Deployer:
             or history.last_deployed(remaining) is not None
             else previous.version
         )
+        after = {record.version: record for record in remaining}
         for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
-            await store.update(old, history.with_status(old.release, history.Status.SUPERSEDED))
+            after[old.version] = await store.update(
+                old, history.with_status(old.release, history.Status.SUPERSEDED)
+            )
+        after[done.version] = done
         return DeployResult(
             record=done,
             release=replace(pending, info=replace(pending.info or Info(), status="deployed")),
+            records=sorted(after.values(), key=lambda record: record.version),
             objects=[p.ref for p in stage_one + stage_two],
             pruned=pruned,
             readiness=report,
         )
 
     async def _wait(
-        self, request: DeployRequest, applier: Applier, planned: Sequence[_Planned]
+        self,
+        request: DeployRequest,
+        applier: Applier,
+        planned: Sequence[_Planned],
+        applied: Sequence[JSON],
     ) -> ReadinessReport | None:
         """Wait until every object of the release is Current (kstatus), as Helm's watcher
-        does; raises NotReady on Failed, timeout or a newer spec."""
+        does; raises NotReady on Failed, timeout or a newer spec. The apply answers are the
+        objects as they stood right after the write: those already Current are not watched."""
         if request.disable_wait:
             return None
         report = await wait_until_ready(
@@ -521,6 +531,7 @@ class Deployer:
             timeout=request.timeout,
             cancel=request.cancel,
             progress=request.on_progress,
+            seen=applied,
         )
         if report.outcome is not ReadinessOutcome.CURRENT:
             raise NotReady(report)
@@ -619,19 +630,63 @@ class Deployer:
                 names.add(name)
         return names
 
+    async def _prove(
+        self,
+        applier: Applier,
+        request: DeployRequest,
+        planned: Sequence[_Planned],
+        previous: Record | None,
+        objects: Sequence[JSON],
+    ) -> frozenset[ObjectRef]:
+        """Check ownership and dry-run `objects` (the stages that can be proven now) before
+        anything is written; returns the objects to adopt (apply with force).
+
+        The dry-run goes first: its answers tell which objects exist (a created object has
+        no resourceVersion yet), so only those are read for the ownership check. A rejected
+        dry-run is explained by ownership first, as Helm's "cannot be imported" is."""
+        if request.take_over_from:
+            # Fields move to rudder before the dry-run, so ownership is settled before that.
+            adopted = await self._check_ownership(applier, request, planned, previous)
+            await asyncio.gather(
+                *(
+                    take_over_fields(applier, p.ref, request.take_over_from)
+                    for p in planned
+                    if p.ref.kind != "Namespace" and p.ref not in adopted
+                )
+            )
+            await self._dry_run(applier, objects, request.force_conflicts, adopted)
+            return adopted
+        try:
+            answers = await self._dry_run(applier, objects, request.force_conflicts, frozenset())
+        except DeployError as rejected:
+            adopted = await self._check_ownership(applier, request, planned, previous)
+            if not adopted:
+                raise rejected from rejected.__cause__
+            await self._dry_run(applier, objects, request.force_conflicts, adopted)
+            return adopted
+        absent = {
+            ObjectRef.of(obj).identity()
+            for obj, answer in zip(objects, answers, strict=True)
+            if not (answer.get("metadata") or {}).get("resourceVersion")
+        }
+        return await self._check_ownership(applier, request, planned, previous, absent=absent)
+
     async def _check_ownership(
         self,
         applier: Applier,
         request: DeployRequest,
         planned: Sequence[_Planned],
         previous: Record | None,
+        *,
+        absent: AbstractSet[tuple[str, str, str, str]] = frozenset(),
     ) -> frozenset[ObjectRef]:
         """Objects new to this release must not belong to someone else (Helm's rule).
         With takeOwnership they are adopted instead: returned, to be applied with force,
-        since adopting an object means taking the fields the chart sets on it."""
-        known: set[tuple[str, str, str, str]] = set()
+        since adopting an object means taking the fields the chart sets on it. `absent`
+        objects are known not to exist and are not read."""
+        known: set[tuple[str, str, str, str]] = set(absent)
         if previous is not None and previous.status not in ("uninstalled",):
-            known = set(manifest_identities(previous.release.manifest, request.target_namespace))
+            known |= set(manifest_identities(previous.release.manifest, request.target_namespace))
         candidates = [
             p
             for p in planned
@@ -669,11 +724,12 @@ class Deployer:
         objects: Sequence[JSON],
         force: bool,
         forced: AbstractSet[ObjectRef],
-    ) -> None:
+    ) -> list[JSON]:
+        """The API server's answers, in the order of `objects`."""
         if not objects:
-            return
+            return []
         try:
-            await applier.dry_run_stage(objects, force=force, forced=forced)
+            return await applier.dry_run_stage(objects, force=force, forced=forced)
         except StageRejected as rejected:
             raise DeployError(
                 "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
@@ -727,6 +783,13 @@ class Deployer:
             if await applier.delete(ref):
                 pruned.append(ref)
         return pruned
+
+
+def is_transient(error: BaseException) -> bool:
+    """An error of the API server or the connection to it, not of what was sent."""
+    if isinstance(error, ApiError):
+        return error.code in TRANSIENT_CODES
+    return isinstance(error, (aiohttp.ClientError, TimeoutError, OSError))
 
 
 def _failure_reason(failures: Sequence[ObjectFailure]) -> str:

@@ -85,14 +85,15 @@ def generation_of(body: JSON | None) -> int | None:
 
 
 def signature(body: JSON | None) -> tuple[object, ...]:
-    """What, when it changes, calls for a reconcile: not status, not resourceVersion."""
+    """What, when it changes, calls for a reconcile: not status, not resourceVersion, not
+    finalizers (rudder's own finalizer write would otherwise queue a second reconcile of
+    every new HelmRelease; a finalizer removed by hand is put back at the next interval)."""
     if body is None:
         return (None,)
     meta = body.get("metadata", {})
     return (
         meta.get("generation"),
         meta.get("deletionTimestamp"),
-        tuple(meta.get("finalizers") or ()),
         tuple(sorted((meta.get("annotations") or {}).items())),
         tuple(sorted((meta.get("labels") or {}).items())),
     )

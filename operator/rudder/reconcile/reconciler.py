@@ -11,14 +11,18 @@ specific reason and never touches the previous release or its objects.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import aiohttp
 
 from rudder.chart.errors import ChartError
 from rudder.chart.render import Renderer, RenderError
@@ -66,6 +70,11 @@ FINALIZER = "rudder.dev/finalizer"
 HELMRELEASES = "/apis/rudder.dev/v1alpha1/namespaces/{namespace}/helmreleases/{name}"
 WAIT_FOR_OTHER_WRITER = 15.0
 DEPENDENCY_RECHECK = 10.0
+# An install or upgrade that takes longer than this says so in status (Reconciling); one
+# that ends sooner writes its status once, at the end.
+ANNOUNCE_AFTER = 2.0
+# The API server could not be reached or answered with a server-side error: worth retrying.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 REQUESTED_AT_ANNOTATION = "rudder.dev/requestedAt"
 
 
@@ -222,6 +231,10 @@ class Reconciler:
             reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
             draft.failed(reason, str(error), stalled=False)
             outcome = Outcome(requeue_after=spec.interval, failed=True)
+        except TRANSPORT_ERRORS as error:
+            message = f"the API server could not be reached: {error!r}"
+            draft.failed("KubernetesAPIError", message, stalled=False)
+            outcome = Outcome(requeue_after=spec.interval, failed=True)
         await self._write_status(target, draft)
         conditions = draft.desired()["conditions"]
         metrics.record_conditions(target.namespace, target.name, conditions)
@@ -267,15 +280,12 @@ class Reconciler:
             owner=target.owner,
             chart_digest=digest,
             values_digest=values.digest,
-            action_timeout=spec.timeout,
-            instance=self.instance,
         )
-        now = datetime.datetime.now(datetime.UTC)
-        decision = decide(desired, records, now)
+        decision = decide(desired, records)
         if decision.action is Action.UNLOCK:
             await self._unlock(spec, records)
             records = await self.store.history(spec.storage_namespace, spec.release_name)
-            decision = decide(desired, records, now)
+            decision = decide(desired, records)
             if decision.action is Action.NONE:
                 # The interrupted action never finished: do it now (never left stuck).
                 install = history.last_deployed(records) is None
@@ -364,49 +374,54 @@ class Reconciler:
         if decision.out_of_band:
             draft.condition("Released", "False", "OutOfBandRevision", decision.reason)
             await self.events.warning(target.body, "OutOfBandRevision", decision.reason)
-        if not same_inputs:
-            # A retry of the same inputs keeps reporting its last failure until it succeeds,
-            # so a release that keeps failing the same way does not write status each time.
-            draft.progressing(f"Running {verb} of {spec.release_name}: {decision.reason}")
-            await self._write_status(target, draft)
-        action_spec = spec.install if is_install else spec.upgrade
-        started = time.monotonic()
-        try:
-            result = await self.deployer.deploy(
-                DeployRequest(
-                    release_name=spec.release_name,
-                    target_namespace=spec.target_namespace,
-                    storage_namespace=spec.storage_namespace,
-                    chart_archive=chart.archive,
-                    chart=chart.chart,
-                    chart_name=chart.metadata.name,
-                    values=values.values,
-                    stamp=Stamp(
-                        target.owner, chart.digest, values.digest, target.generation, self.instance
-                    ),
-                    records=records,
-                    is_install=is_install,
-                    crds_policy=action_spec.crds,
-                    create_namespace=spec.install.create_namespace,
-                    take_ownership=action_spec.take_ownership,
-                    force_conflicts=spec.upgrade.force_conflicts,
-                    max_history=spec.max_history,
-                    description="Install complete" if is_install else "Upgrade complete",
-                    impersonate=spec.service_account_user,
-                    take_over_from=self.config.takeover_managers if decision.out_of_band else (),
-                    disable_hooks=action_spec.disable_hooks,
-                    disable_wait=action_spec.disable_wait,
-                    cancel=run.superseded,
-                    on_progress=lambda report: self._waiting(target, draft, verb, report),
-                    redact=values.redact,
-                    timeout=spec.timeout,
-                    skip_unchanged=(
-                        not is_install
-                        and not decision.out_of_band
-                        and getattr(latest(records), "status", "") == "deployed"
-                    ),
+        # A retry of the same inputs keeps reporting its last failure until it succeeds,
+        # so a release that keeps failing the same way does not write status each time.
+        announce = (
+            None
+            if same_inputs
+            else asyncio.create_task(
+                self._announce(
+                    target, draft, f"Running {verb} of {spec.release_name}: {decision.reason}"
                 )
             )
+        )
+        action_spec = spec.install if is_install else spec.upgrade
+        deploy_request = DeployRequest(
+            release_name=spec.release_name,
+            target_namespace=spec.target_namespace,
+            storage_namespace=spec.storage_namespace,
+            chart_archive=chart.archive,
+            chart=chart.chart,
+            chart_name=chart.metadata.name,
+            values=values.values,
+            stamp=Stamp(
+                target.owner, chart.digest, values.digest, target.generation, self.instance
+            ),
+            records=records,
+            is_install=is_install,
+            crds_policy=action_spec.crds,
+            create_namespace=spec.install.create_namespace,
+            take_ownership=action_spec.take_ownership,
+            force_conflicts=spec.upgrade.force_conflicts,
+            max_history=spec.max_history,
+            description="Install complete" if is_install else "Upgrade complete",
+            impersonate=spec.service_account_user,
+            take_over_from=self.config.takeover_managers if decision.out_of_band else (),
+            disable_hooks=action_spec.disable_hooks,
+            disable_wait=action_spec.disable_wait,
+            cancel=run.superseded,
+            on_progress=lambda report: self._waiting(target, draft, verb, report),
+            redact=values.redact,
+            timeout=spec.timeout,
+            skip_unchanged=(
+                not is_install
+                and not decision.out_of_band
+                and getattr(latest(records), "status", "") == "deployed"
+            ),
+        )
+        started = time.monotonic()
+        try:
+            result = await self._deploy_announced(announce, self.deployer.deploy(deploy_request))
         except RenderError as error:
             # Helm's messages may quote values, and values may come from Secrets.
             message = values.redact(error.message)
@@ -437,6 +452,10 @@ class Reconciler:
                 draft.set("lastAttempted", None)
                 draft.progressing(error.message)
                 return Outcome(requeue_after=0.0)
+            if error.transient:
+                # The API server failed, not the release: retried with backoff, and not
+                # counted against the remediation retries of these inputs.
+                draft.set("lastAttempted", None)
             if error.readiness is not None:
                 draft.set("resources", error.readiness.as_status())
             error.message = values.redact(error.message)
@@ -446,8 +465,7 @@ class Reconciler:
         draft.set("conflicts", None)
         draft.drop("Conflicted")
         draft.set("resources", result.readiness.as_status() if result.readiness else None)
-        records = await self.store.history(spec.storage_namespace, spec.release_name)
-        self._report_release(draft, spec, records)
+        self._report_release(draft, spec, result.records)
         reason = "InstallSucceeded" if is_install else "UpgradeSucceeded"
         done = "Installed" if is_install else "Upgraded"
         message = (
@@ -713,6 +731,24 @@ class Reconciler:
                 frontier.append(Owner(dep.get("namespace") or node.namespace, dep.get("name", "")))
         return False
 
+    async def _announce(self, target: Target, draft: StatusDraft, message: str) -> None:
+        await asyncio.sleep(ANNOUNCE_AFTER)
+        draft.progressing(message)
+        await self._write_status(target, draft)
+
+    @staticmethod
+    async def _deploy_announced(
+        announce: asyncio.Task[None] | None, deploy: Awaitable[DeployResult]
+    ) -> DeployResult:
+        """Run the action; a pending announcement is dropped once it is over."""
+        try:
+            return await deploy
+        finally:
+            if announce is not None:
+                announce.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await announce
+
     async def _waiting(
         self, target: Target, draft: StatusDraft, verb: str, report: ReadinessReport
     ) -> None:
@@ -748,9 +784,10 @@ class Reconciler:
         if error.recorded:
             failed_reason = "InstallFailed" if is_install else "UpgradeFailed"
             draft.condition("Released", "False", failed_reason, error.message)
-            counter = "installFailures" if is_install else "upgradeFailures"
-            draft.set(counter, int(draft.fields.get(counter, 0)) + 1)
-            draft.set("failures", int(draft.fields.get("failures", 0)) + 1)
+            if not error.transient:
+                counter = "installFailures" if is_install else "upgradeFailures"
+                draft.set(counter, int(draft.fields.get(counter, 0)) + 1)
+                draft.set("failures", int(draft.fields.get("failures", 0)) + 1)
             records = await self.store.history(spec.storage_namespace, spec.release_name)
             self._report_release(draft, spec, records)
         draft.failed(error.reason, error.message, stalled=stalled)
@@ -882,14 +919,21 @@ class Reconciler:
         return Outcome(requeue_after=None)
 
     async def _write_status(self, target: Target, draft: StatusDraft) -> None:
-        patch = draft.patch()
-        if patch is None:
-            return
-        try:
-            await self.kube.request(
-                "PATCH", f"{target.path}/status", body={"status": patch}, content_type=MERGE_PATCH
-            )
-        except ApiError as error:
-            if error.code != 404:  # deleted meanwhile: nothing to report to
-                raise
-        draft.current = draft.desired()
+        # One write at a time per draft (a delayed announcement may race the final write),
+        # and `current` becomes exactly what was sent.
+        async with draft.writing:
+            desired = draft.desired()
+            patch = draft.patch(desired)
+            if patch is None:
+                return
+            try:
+                await self.kube.request(
+                    "PATCH",
+                    f"{target.path}/status",
+                    body={"status": patch},
+                    content_type=MERGE_PATCH,
+                )
+            except ApiError as error:
+                if error.code != 404:  # deleted meanwhile: nothing to report to
+                    raise
+            draft.current = desired

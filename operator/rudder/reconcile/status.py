@@ -9,6 +9,7 @@ reconcile writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from typing import Any
@@ -37,6 +38,7 @@ class StatusDraft:
         self.generation = generation
         self.conditions: list[Condition] = conditions_from_status(self.current)
         self._now = now()
+        self.writing = asyncio.Lock()
 
     # -- conditions ----------------------------------------------------------------------
 
@@ -94,9 +96,11 @@ class StatusDraft:
         desired["conditions"] = conditions_to_status(self.conditions)
         return desired
 
-    def patch(self) -> dict[str, Any] | None:
-        """A merge patch for `status`, or None when the status is already what we want."""
-        desired = self.desired()
+    def patch(self, desired: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A merge patch from `current` to `desired` (default: what the draft wants now), or
+        None when the status is already that."""
+        if desired is None:
+            desired = self.desired()
         if desired == self.current:
             return None
         patch: dict[str, Any] = dict(desired)
