@@ -1106,8 +1106,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sweep-points",
         default=DEFAULT_SWEEP,
-        help="CONCURRENCY@QPS:BURST,... (QPS 0: unlimited; rudder's connection pool is "
-        "max(16, BURST), and every readiness watch holds a connection)",
+        help="CONCURRENCY@QPS:BURST,... (QPS 0: unlimited)",
     )
     parser.add_argument(
         "--only-sweep", action="store_true", help="run the sweep without the main scenarios"
