@@ -6,10 +6,18 @@ import datetime
 
 import pytest
 
-from rudder.reconcile.decide import Action, Desired, decide
+from rudder.reconcile.decide import (
+    Action,
+    Attempts,
+    Desired,
+    RemediationPolicy,
+    decide,
+    remediate,
+)
 from rudder.release.store import (
     CHART_DIGEST_ANNOTATION,
     INSTANCE_ANNOTATION,
+    INTERRUPTED_ANNOTATION,
     VALUES_DIGEST_ANNOTATION,
     Owner,
     Record,
@@ -124,3 +132,32 @@ def test_a_pending_cli_revision_with_copied_labels_is_not_unlocked() -> None:
     pending = record(2, "pending-rollback", instance="other", age=9999)
     pending.secret["metadata"]["annotations"] = {}
     assert decide(DESIRED, [record(1, "deployed"), pending]).action is Action.WAIT
+
+
+def interrupted(version: int) -> Record:
+    revision = record(version, "failed")
+    revision.secret["metadata"]["annotations"][INTERRUPTED_ANNOTATION] = "true"
+    return revision
+
+
+def test_an_interrupted_revision_is_tried_again_without_counting_as_an_attempt() -> None:
+    # An API server outage or a crash cut the attempt short: not a failure of the release,
+    # so neither "retries exhausted" nor remediation applies.
+    records = [record(1, "deployed"), interrupted(2)]
+    decision = decide(DESIRED, records)
+    assert decision.action is Action.UPGRADE
+    no_retries = RemediationPolicy(
+        install_retries=0, upgrade_retries=0, upgrade_strategy="rollback"
+    )
+    same = Attempts(same_inputs=True, install_failures=0, upgrade_failures=0)
+    assert remediate(decision, records, same, no_retries).action is Action.UPGRADE
+    assert decide(DESIRED, [interrupted(1)]).action is Action.INSTALL
+
+
+def test_a_plain_failed_revision_is_remediations_call() -> None:
+    records = [record(1, "deployed"), record(2, "failed")]
+    no_retries = RemediationPolicy(
+        install_retries=0, upgrade_retries=0, upgrade_strategy="rollback"
+    )
+    same = Attempts(same_inputs=True, install_failures=0, upgrade_failures=1)
+    assert remediate(decide(DESIRED, records), records, same, no_retries).action is Action.STALL

@@ -15,6 +15,7 @@ from rudder.release.history import (
     is_pending,
     last_deployed,
     latest,
+    live_revisions,
     next_revision,
     revisions_to_prune,
     superseded_by,
@@ -141,3 +142,16 @@ def test_with_status_changes_status_and_optionally_description() -> None:
     assert release.status == "deployed"
     failed = with_status(release, Status.FAILED, "Upgrade failed")
     assert failed.info == Info(status="failed", description="Upgrade failed")
+
+
+def test_live_revisions_start_at_the_last_deployed_one() -> None:
+    # Failed attempts after it may have applied objects of theirs: they count too.
+    revisions = history("superseded", "deployed", "failed", "failed")
+    assert versions(live_revisions(revisions)) == [2, 3, 4]
+    assert versions(live_revisions(history("superseded", "deployed"))) == [2]
+
+
+def test_live_revisions_without_a_deployed_one_are_all_since_an_uninstall() -> None:
+    assert versions(live_revisions(history("failed", "failed"))) == [1, 2]
+    assert versions(live_revisions(history("deployed", "uninstalled", "failed"))) == [3]
+    assert live_revisions(history("deployed", "uninstalled")) == []

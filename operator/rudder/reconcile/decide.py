@@ -83,6 +83,10 @@ def decide(desired: Desired, records: Sequence[Record]) -> Decision:
         return Decision(Action.UPGRADE, "the chart changed")
     if current.values_digest != desired.values_digest:
         return Decision(Action.UPGRADE, "the values changed")
+    if current.status == "failed" and current.interrupted:
+        # Cut short, not failed: never left half-done (not a remediation attempt).
+        action = Action.INSTALL if last_deployed(records) is None else Action.UPGRADE
+        return Decision(action, f"revision {current.version} was interrupted; trying again")
     if current.status == "deployed":
         return Decision(Action.NONE, f"revision {current.version} is deployed and in sync")
     # failed (or superseded by hand): same inputs; retrying is remediation's decision.

@@ -292,9 +292,9 @@ class _Progress:
         self.release = replace(self.release, hooks=hooks)
         self.record = await self.store.update(self.record, self.release)
 
-    async def finish(self, status: str, description: str) -> Record:
+    async def finish(self, status: str, description: str, *, interrupted: bool = False) -> Record:
         self.release = history.with_status(self.release, status, description)
-        self.record = await self.store.update(self.record, self.release)
+        self.record = await self.store.update(self.record, self.release, interrupted=interrupted)
         return self.record
 
 
@@ -433,7 +433,7 @@ class Deployer:
             applied += await applier.apply_stage(
                 changed_two, force=request.force_conflicts, forced=adopted, proven=proven
             )
-            pruned = await self._prune(applier, request, previous, stage_one + stage_two)
+            pruned = await self._prune(applier, request, stage_one + stage_two)
             report = await self._wait(request, applier, stage_one + stage_two, applied)
             await self._hooks(progress, request, applier, post)
         except StageRejected as rejected:
@@ -476,19 +476,22 @@ class Deployer:
                 recorded=True,
             ) from failed
         except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
-            await progress.finish("failed", request.redact(f"{action} failed: {error}"))
+            transient = is_transient(error)
+            await progress.finish(
+                "failed", request.redact(f"{action} failed: {error}"), interrupted=transient
+            )
             raise DeployError(
                 request.kind.failed_reason,
                 str(error),
                 recorded=True,
                 retriable=True,
-                transient=is_transient(error),
+                transient=transient,
             ) from error
 
-        done = await progress.finish("deployed", request.description)
-        pending = progress.release
         # As Helm's upgrade: the revision upgraded from is the last deployed one (superseded
         # like every deployed one); only with nothing deployed is a failed latest superseded.
+        # As Helm, the old ones are superseded before the new one is marked deployed: an
+        # interruption in between leaves a pending revision to retry, never two deployed.
         upgraded_from = (
             None
             if request.is_install
@@ -502,6 +505,8 @@ class Deployer:
             after[old.version] = await store.update(
                 old, history.with_status(old.release, history.Status.SUPERSEDED)
             )
+        done = await progress.finish("deployed", request.description)
+        pending = progress.release
         after[done.version] = done
         return DeployResult(
             record=done,
@@ -754,15 +759,23 @@ class Deployer:
                 await asyncio.sleep(0.5)
 
     async def _prune(
-        self,
-        applier: Applier,
-        request: DeployRequest,
-        previous: Record | None,
-        applied: Sequence[_Planned],
+        self, applier: Applier, request: DeployRequest, applied: Sequence[_Planned]
     ) -> list[ObjectRef]:
-        if previous is None or previous.status == "uninstalled":
+        """Delete what the live revisions had and this one dropped (keep-policy respected).
+        Objects only a failed or interrupted revision named are deleted only when the live
+        object carries this release's ownership metadata."""
+        live = history.live_revisions(request.records)
+        if not live:
             return []
-        old = manifest_identities(previous.release.manifest, request.target_namespace)
+        trusted = live[0] if live[0].status == history.Status.DEPLOYED else None
+        old: dict[tuple[str, str, str, str], JSON] = {}
+        for record in live:  # the newest revision's form of an object wins
+            old.update(manifest_identities(record.release.manifest, request.target_namespace))
+        vouched = (
+            set(manifest_identities(trusted.release.manifest, request.target_namespace))
+            if trusted is not None
+            else set()
+        )
         kept = {p.ref.identity() for p in applied}
         # Cluster-scoped objects have no namespace in their identity.
         kept |= {(g, k, request.target_namespace, n) for (g, k, ns, n) in kept if not ns}
@@ -780,6 +793,12 @@ class Deployer:
                 continue
             if not resource.namespaced:
                 ref = ObjectRef(ref.api_version, ref.kind, "", ref.name)
+            if identity not in vouched:
+                current = await applier.get(ref)
+                if current is None or not owned_by_release(
+                    current, request.release_name, request.storage_namespace
+                ):
+                    continue
             if await applier.delete(ref):
                 pruned.append(ref)
         return pruned

@@ -286,13 +286,6 @@ class Reconciler:
             await self._unlock(spec, records)
             records = await self.store.history(spec.storage_namespace, spec.release_name)
             decision = decide(desired, records)
-            if decision.action is Action.NONE:
-                # The interrupted action never finished: do it now (never left stuck).
-                install = history.last_deployed(records) is None
-                decision = Decision(
-                    Action.INSTALL if install else Action.UPGRADE,
-                    "resuming an action an earlier operator process did not finish",
-                )
 
         attempt = {
             "generation": target.generation,
@@ -452,10 +445,6 @@ class Reconciler:
                 draft.set("lastAttempted", None)
                 draft.progressing(error.message)
                 return Outcome(requeue_after=0.0)
-            if error.transient:
-                # The API server failed, not the release: retried with backoff, and not
-                # counted against the remediation retries of these inputs.
-                draft.set("lastAttempted", None)
             if error.readiness is not None:
                 draft.set("resources", error.readiness.as_status())
             error.message = values.redact(error.message)
@@ -859,7 +848,9 @@ class Reconciler:
         if current is None:
             return
         description = f"Release left {current.status} by an interrupted operator; unlocked"
-        await self.store.update(current, with_status(current.release, Status.FAILED, description))
+        await self.store.update(
+            current, with_status(current.release, Status.FAILED, description), interrupted=True
+        )
 
     async def _add_finalizer(self, target: Target) -> None:
         finalizers = [*(target.meta.get("finalizers") or []), FINALIZER]

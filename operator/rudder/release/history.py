@@ -98,6 +98,20 @@ def superseded_by(
     return chosen
 
 
+def live_revisions(revisions: Iterable[R]) -> list[R]:
+    """The revisions whose objects may be in the cluster, oldest first: the last deployed
+    one and every later one (a failed or interrupted attempt may have applied some of its
+    objects); nothing from before an uninstall."""
+    ordered = by_revision(revisions)
+    start = 0
+    for index, revision in enumerate(ordered):
+        if revision.status == Status.UNINSTALLED:
+            start = index + 1
+        elif revision.status == Status.DEPLOYED:
+            start = index
+    return ordered[start:]
+
+
 def revisions_to_prune(revisions: Sequence[R], max_history: int) -> list[R]:
     """The revisions Helm deletes before storing a new one under `maxHistory`.
 

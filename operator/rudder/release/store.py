@@ -27,6 +27,9 @@ CHART_DIGEST_ANNOTATION = "rudder.dev/chart-digest"
 VALUES_DIGEST_ANNOTATION = "rudder.dev/values-digest"
 GENERATION_ANNOTATION = "rudder.dev/generation"
 INSTANCE_ANNOTATION = "rudder.dev/operator-instance"
+# On a revision marked failed because its attempt was cut short (a crash, a lost leader, an
+# API server failure), not because the release failed: it is tried again.
+INTERRUPTED_ANNOTATION = "rudder.dev/interrupted"
 
 
 class RevisionExists(Exception):
@@ -114,6 +117,10 @@ class Record:
     @property
     def operator_instance(self) -> str | None:
         return self.annotations.get(INSTANCE_ANNOTATION)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.annotations.get(INTERRUPTED_ANNOTATION) == "true"
 
     @property
     def created(self) -> datetime.datetime:
@@ -213,16 +220,26 @@ class ReleaseStore:
             raise
         return Record(created)
 
-    async def update(self, record: Record, release: Release) -> Record:
+    async def update(
+        self, record: Record, release: Release, *, interrupted: bool = False
+    ) -> Record:
         """Rewrite a revision (e.g. pending -> deployed), keeping rudder's labels and
-        annotations; the resourceVersion makes a concurrent change fail, not vanish."""
+        annotations; the resourceVersion makes a concurrent change fail, not vanish.
+        `interrupted` marks a failed revision as one to try again."""
         ours = {k: v for k, v in record.labels.items() if k.startswith("rudder.dev/")}
         body = release_secret(release, extra_labels=ours, update=True)
         meta = body.setdefault("metadata", {})
         meta["resourceVersion"] = record.meta.get("resourceVersion")
-        meta.setdefault("annotations", {}).update(
-            {k: v for k, v in record.annotations.items() if k.startswith("rudder.dev/")}
+        annotations = meta.setdefault("annotations", {})
+        annotations.update(
+            {
+                k: v
+                for k, v in record.annotations.items()
+                if k.startswith("rudder.dev/") and k != INTERRUPTED_ANNOTATION
+            }
         )
+        if interrupted:
+            annotations[INTERRUPTED_ANNOTATION] = "true"
         updated = await self.kube.request(
             "PUT", f"{self._collection(release.namespace)}/{record.secret_name}", body=body
         )
