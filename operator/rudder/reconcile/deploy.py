@@ -62,7 +62,7 @@ from rudder.release.manifest import (
     sort_manifests,
     split_manifests,
 )
-from rudder.release.store import Record, ReleaseStore, Stamp
+from rudder.release.store import Record, ReleaseStore, ReleaseTooLarge, Stamp
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +402,10 @@ class Deployer:
             hooks=content.hooks,
             apply_method="ssa",
         )
+        try:
+            secret = store.new_secret(pending, request.stamp)
+        except ReleaseTooLarge as error:  # before anything is deleted or applied
+            raise DeployError("ReleaseTooLarge", request.redact(str(error))) from error
         # Helm makes room before it stores the new revision (never the last deployed one).
         doomed = history.revisions_to_prune(request.records, request.max_history)
         for old in doomed:
@@ -411,7 +415,7 @@ class Deployer:
             # As Helm: the target namespace exists before the release record is written
             # there (the storage namespace defaults to it).
             await applier.apply_stage([target_namespace(request)], force=False)
-        progress = _Progress(store, await store.create(pending, request.stamp), pending)
+        progress = _Progress(store, await store.create(secret), pending)
         pre, post = (
             (PRE_INSTALL, POST_INSTALL) if request.is_install else (PRE_UPGRADE, POST_UPGRADE)
         )

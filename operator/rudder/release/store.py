@@ -176,6 +176,20 @@ class Stamp:
         }
 
 
+# The API server's limit on a Secret's data (and so on one stored revision, as for Helm).
+SECRET_DATA_LIMIT = 1024 * 1024
+
+
+class ReleaseTooLarge(Exception):
+    def __init__(self, name: str, version: int, size: int) -> None:
+        super().__init__(
+            f"revision {version} of release {name} encodes to {size / 1024**2:.2f} MiB; a "
+            f"release Secret holds at most {SECRET_DATA_LIMIT / 1024**2:.0f} MiB (the chart "
+            "renders too much: split it or shrink what it embeds)"
+        )
+        self.size = size
+
+
 def secret_name(release_name: str, version: int) -> str:
     return f"sh.helm.release.v1.{release_name}.v{version}"
 
@@ -199,24 +213,26 @@ class ReleaseStore:
         records = [Record(item) for item in listed.get("items", [])]
         return sorted(records, key=lambda record: record.version)
 
-    def _secret(self, release: Release, stamp: Stamp | None) -> JSON:
-        body = release_secret(
-            release, extra_labels=stamp.owner.labels() if stamp else {}, update=stamp is None
-        )
-        if stamp is not None:
-            body.setdefault("metadata", {}).setdefault("annotations", {}).update(
-                stamp.annotations()
-            )
+    @staticmethod
+    def new_secret(release: Release, stamp: Stamp) -> JSON:
+        """The Secret that stores a new revision; ReleaseTooLarge when the API server would
+        refuse it (so the caller can refuse before it changes anything)."""
+        body = release_secret(release, extra_labels=stamp.owner.labels(), update=False)
+        body.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp.annotations())
+        encoded = str(body.get("data", {}).get("release", ""))
+        size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # bytes once base64-decoded
+        if size > SECRET_DATA_LIMIT:
+            raise ReleaseTooLarge(release.name, release.version, size)
         return body
 
-    async def create(self, release: Release, stamp: Stamp) -> Record:
+    async def create(self, secret: JSON) -> Record:
+        """Store a new revision (`new_secret`); RevisionExists if another writer did first."""
+        namespace = str(secret.get("metadata", {}).get("namespace", ""))
         try:
-            created = await self.kube.request(
-                "POST", self._collection(release.namespace), body=self._secret(release, stamp)
-            )
+            created = await self.kube.request("POST", self._collection(namespace), body=secret)
         except ApiError as error:
             if error.code == 409:
-                raise RevisionExists(secret_name(release.name, release.version)) from error
+                raise RevisionExists(str(secret.get("metadata", {}).get("name", ""))) from error
             raise
         return Record(created)
 
