@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rudder.kube.client import ApiError
 from rudder.kube.ssa import ObjectRef, merge_field_sets, parse_conflicts, takeover_managed_fields
 
@@ -52,6 +57,49 @@ def test_every_conflicting_field_is_listed() -> None:
 def test_a_conflict_without_causes_is_still_reported() -> None:
     (conflict,) = parse_conflicts(REF, conflict_error())
     assert conflict.name == "web"
+
+
+# Field managers are names like "kubectl-client-side-apply" or "hpa-sim"; fields are paths.
+managers = st.from_regex(r"[a-z][a-z0-9.:-]{0,30}", fullmatch=True)
+fields = st.from_regex(r"(\.[a-zA-Z][a-zA-Z0-9]{0,12}){1,5}", fullmatch=True)
+
+
+@given(st.lists(st.tuples(managers, fields), min_size=1, max_size=8))
+def test_every_cause_the_server_sends_becomes_one_conflict(
+    owners: list[tuple[str, str]],
+) -> None:
+    error = conflict_error(
+        *(
+            {
+                "reason": "FieldManagerConflict",
+                "message": f'conflict with "{manager}" using apps/v1',
+                "field": field,
+            }
+            for manager, field in owners
+        )
+    )
+    conflicts = parse_conflicts(REF, error)
+    assert [(c.manager, c.field) for c in conflicts] == owners
+    assert {(c.kind, c.namespace, c.name) for c in conflicts} == {("Deployment", "apps", "web")}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["kind", "reason", "message", "details", "code"]), json_values)
+)
+def test_any_409_body_is_reported_without_raising(status: dict[str, Any]) -> None:
+    # Proxies and webhooks can answer 409 with anything; the conflict is still surfaced.
+    conflicts = parse_conflicts(REF, ApiError(409, status, "PATCH", "/x"))
+    assert conflicts
+    assert all(c.name == "web" for c in conflicts)
 
 
 def test_field_sets_union() -> None:

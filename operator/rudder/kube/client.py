@@ -53,8 +53,11 @@ class ApiError(Exception):
 
     @property
     def causes(self) -> list[JSON]:
-        details = self.status.get("details") or {}
-        causes = details.get("causes") or []
+        # Whatever answered (a proxy, a webhook) may not send a well-formed Status.
+        details = self.status.get("details")
+        causes = details.get("causes") if isinstance(details, dict) else None
+        if not isinstance(causes, list):
+            return []
         return [cause for cause in causes if isinstance(cause, dict)]
 
 
