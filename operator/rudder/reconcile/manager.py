@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from rudder.observe import metrics
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ Key = tuple[str, str]  # (namespace, name)
 
 BACKOFF_START = 2.0
 BACKOFF_MAX = 300.0
+# Longest wait before a reconcile that could not reach the API server is tried again.
+TRANSPORT_RETRY = 10.0
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,12 @@ class Manager:
                 )
             except asyncio.CancelledError:
                 raise
+            except TRANSPORT_ERRORS as error:
+                # The API server is away (restarting, unreachable): look again soon, not
+                # after a backoff that grew while it was down.
+                log.warning("reconcile of %s/%s: the API server is unreachable: %r", *key, error)
+                outcome = Outcome(requeue_after=TRANSPORT_RETRY, failed=True)
+                result = "error"
             except Exception:
                 log.exception("reconcile of %s/%s failed unexpectedly", *key)
                 outcome = Outcome(requeue_after=None, failed=True)

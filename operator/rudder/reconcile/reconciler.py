@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -21,8 +20,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import aiohttp
 
 from rudder.chart.errors import ChartError
 from rudder.chart.render import Renderer, RenderError
@@ -53,7 +50,7 @@ from rudder.reconcile.decide import (
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest, DeployResult
 from rudder.reconcile.drift import detect as detect_drift
 from rudder.reconcile.hooks import HookFailed
-from rudder.reconcile.manager import Outcome, Run
+from rudder.reconcile.manager import TRANSPORT_ERRORS, Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.uninstall import Uninstaller
@@ -73,8 +70,6 @@ DEPENDENCY_RECHECK = 10.0
 # An install or upgrade that takes longer than this says so in status (Reconciling); one
 # that ends sooner writes its status once, at the end.
 ANNOUNCE_AFTER = 2.0
-# The API server could not be reached or answered with a server-side error: worth retrying.
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 REQUESTED_AT_ANNOTATION = "rudder.dev/requestedAt"
 
 
@@ -735,8 +730,14 @@ class Reconciler:
         finally:
             if announce is not None:
                 announce.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await announce
+                except asyncio.CancelledError:
+                    pass
+                except Exception as error:
+                    # A failed progress write must not replace the action's own result or
+                    # error; the final status write reports the outcome.
+                    log.warning("writing the progress status failed: %s", error)
 
     async def _waiting(
         self, target: Target, draft: StatusDraft, verb: str, report: ReadinessReport
