@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export RUDDER_CACHE ?= $(HOME)/.cache/rudder
 PYTEST_ARGS ?=
 
-.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo bench cluster-up cluster-down clean
+.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo bench chaos cluster-up cluster-down clean
 
 all: test
 
@@ -55,6 +55,14 @@ demo: setup
 N ?= 200
 bench: setup
 	$(BIN)/python e2e/bench/bench_releases.py --n $(N) --replicas 0,1 --helm-baseline
+
+# Fault injection on its own local control plane (e2e/chaos/README.md): kill -9 the operator
+# CHAOS_KILLS times during waves of CHAOS_N HelmReleases, kill the leader of two replicas,
+# restart kube-apiserver, stop the registry; report in artifacts/chaos/<timestamp>/.
+CHAOS_N ?= 50
+CHAOS_KILLS ?= 22
+chaos: setup
+	$(BIN)/python e2e/chaos/chaos.py --n $(CHAOS_N) --kills $(CHAOS_KILLS)
 
 cluster-up: setup
 	$(BIN)/python e2e/localcluster.py up

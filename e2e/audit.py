@@ -22,6 +22,7 @@ class Request:
     dry_run: bool
     uri: str
     at: datetime.datetime
+    code: int = 0  # the response's HTTP status (409: a create lost to another writer)
 
     @property
     def is_write(self) -> bool:
@@ -58,6 +59,7 @@ def requests(audit_log: Path, *, user: str = RUDDER_USER, since: datetime.dateti
                     dry_run="dryRun=" in uri,
                     uri=uri,
                     at=at,
+                    code=int((event.get("responseStatus") or {}).get("code") or 0),
                 )
             )
     return out

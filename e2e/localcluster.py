@@ -120,14 +120,28 @@ def _kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """How to tell a component is ready: an HTTP(S) endpoint answering one of `accept_status`."""
+
+    url: str
+    context: ssl.SSLContext | None = None
+    timeout: float = 30
+    accept_status: tuple[int, ...] = (200,)
+
+
 class LocalCluster:
-    """Starts and stops the whole control plane in one directory."""
+    """Starts and stops the whole control plane in one directory; `restart` stops and starts
+    one component (same ports and flags) for fault-injection tests."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory.resolve()
         self.logs = self.dir / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.state: ClusterState | None = None
+        # What `restart` needs to bring one component back exactly as it was started.
+        self._argv: dict[str, list[str]] = {}
+        self._probes: dict[str, _Probe] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -179,7 +193,8 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        self._wait_http(f"http://127.0.0.1:{etcd_port}/health", "etcd")
+        self._probes["etcd"] = _Probe(f"http://127.0.0.1:{etcd_port}/health")
+        self._wait_ready("etcd")
 
         audit_policy = self.dir / "audit-policy.yaml"
         audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
@@ -215,7 +230,8 @@ class LocalCluster:
         )
         ssl_context = ssl.create_default_context(cafile=str(pki.ca_cert))
         ssl_context.load_cert_chain(str(admin.cert), str(admin.key))
-        self._wait_http(f"{server}/readyz", "kube-apiserver", ssl_context, timeout=90)
+        self._probes["kube-apiserver"] = _Probe(f"{server}/readyz", ssl_context, timeout=90)
+        self._wait_ready("kube-apiserver")
 
         self._spawn(
             "kube-controller-manager",
@@ -232,6 +248,12 @@ class LocalCluster:
                 f"--secure-port={free_port()}",
                 "--cluster-cidr=10.244.0.0/16",
                 "--service-cluster-ip-range=10.96.0.0/16",
+                # The default client limit (20 requests/s per controller) caps the
+                # Deployment controller at ~5 Deployments/s, which every wave of the scale
+                # benchmark (rudder's and the helm CLI's alike) waits on; large clusters
+                # raise it the same way.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--v=1",
             ],
         )
@@ -291,9 +313,51 @@ class LocalCluster:
                 proc.wait(timeout=5)
         self.processes.clear()
 
+    # -- one component at a time (fault injection) ---------------------------------------
+
+    def stop_component(self, name: str, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+        """Stop one component (its whole process group), SIGKILL after `grace` seconds;
+        `start_component` brings it back. (kube-apiserver closes its port within a second of
+        SIGTERM but its process can linger for longer than that.)"""
+        proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again with the same argv (so the same ports, flags and
+        data directory) and wait until it answers its readiness probe."""
+        if name in self.processes:
+            raise ClusterError(f"{name} is already running")
+        self._spawn(name, self._argv[name])
+        if name in self._probes:
+            self._wait_ready(name)
+        if self.state is not None:
+            self.state.pids[name] = self.processes[name].pid
+            (self.dir / STATE_FILE).write_text(json.dumps(asdict(self.state), indent=2))
+
+    def restart(
+        self,
+        name: str,
+        *,
+        down_seconds: float = 0.0,
+        sig: int = signal.SIGTERM,
+        grace: float = 10.0,
+    ) -> None:
+        """Stop one component, leave it down for `down_seconds`, start it again."""
+        self.stop_component(name, sig, grace)
+        time.sleep(down_seconds)
+        self.start_component(name)
+
     # -- pieces --------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
+        self._argv[name] = list(argv)
         log = (self.logs / f"{name}.log").open("ab")
         # A session of its own: `down` (another process) can signal the whole group.
         self.processes[name] = subprocess.Popen(
@@ -333,8 +397,19 @@ class LocalCluster:
         config_file = self.dir / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(config))
         self._spawn(name, ["docker-registry", "serve", str(config_file)])
-        self._wait_http(f"http://127.0.0.1:{port}/v2/", name, accept_status=(200, 401))
+        self._probes[name] = _Probe(f"http://127.0.0.1:{port}/v2/", accept_status=(200, 401))
+        self._wait_ready(name)
         return f"127.0.0.1:{port}"
+
+    def _wait_ready(self, component: str) -> None:
+        probe = self._probes[component]
+        self._wait_http(
+            probe.url,
+            component,
+            probe.context,
+            timeout=probe.timeout,
+            accept_status=probe.accept_status,
+        )
 
     def _wait_http(
         self,
