@@ -509,6 +509,12 @@ class Bench:
         return AuditLog(Path(self.state.audit_log))
 
 
+def namespace_list(names: Sequence[str]) -> str:
+    """A `kubectl apply -f -` input creating these namespaces."""
+    items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -742,16 +748,7 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
         "--server-side",
         "-f",
         "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": [
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-                    for ns in namespaces
-                ],
-            }
-        ),
+        input=namespace_list(namespaces),
     )
     names = [f"podinfo-{i:04d}" for i in range(scenario.n)]
     keys: list[Key] = [(namespaces[i % len(namespaces)], names[i]) for i in range(scenario.n)]

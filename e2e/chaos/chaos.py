@@ -47,7 +47,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "e2e"), str(REPO / "e2e" / "bench"), str(Path(__file__).parent)]
 
-from bench_releases import CHART_VALUES, TEMPLATES, log, machine, peak_rss_mib  # noqa: E402
+from bench_releases import (  # noqa: E402
+    CHART_VALUES,
+    TEMPLATES,
+    log,
+    machine,
+    namespace_list,
+    peak_rss_mib,
+)
 from invariants import (  # noqa: E402
     JSON,
     PENDING,
@@ -166,16 +173,7 @@ class Fleet:
             "apply",
             "-f",
             "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "List",
-                    "items": [
-                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-                        for ns in namespaces
-                    ],
-                }
-            ),
+            input=namespace_list(namespaces),
         )
         keys = [(namespaces[i % len(namespaces)], f"podinfo-{i:03d}") for i in range(n)]
         replicas = chaos.args.replicas if replicas is None else replicas
