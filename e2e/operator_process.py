@@ -34,6 +34,14 @@ RBAC_MANIFESTS = [
     "03-rbac-apply-any.yaml",
 ]
 SERVICE_ACCOUNT = ("rudder-system", "rudder")
+# Leader election with a short lease, so a takeover fits in a test.
+LEASE_SECONDS = 6
+ELECTION = [
+    "--leader-elect",
+    f"--lease-duration={LEASE_SECONDS}s",
+    "--renew-deadline=4s",
+    "--retry-period=1s",
+]
 
 
 def install_prerequisites(kubectl: Sequence[str]) -> None:

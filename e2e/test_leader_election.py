@@ -12,17 +12,14 @@ import pytest
 from charts import app_chart, push
 from conftest import Cluster
 from helpers import apply_helmrelease, get_json, unique, wait_for, wait_for_condition
-from operator_process import OperatorProcess, service_account_kubeconfig
+from operator_process import (
+    ELECTION,
+    LEASE_SECONDS,
+    OperatorProcess,
+    service_account_kubeconfig,
+)
 
 pytestmark = pytest.mark.e2e
-
-LEASE_SECONDS = 6
-ELECTION = [
-    "--leader-elect",
-    f"--lease-duration={LEASE_SECONDS}s",
-    "--renew-deadline=4s",
-    "--retry-period=1s",
-]
 
 
 def holder(cluster: Cluster) -> str:

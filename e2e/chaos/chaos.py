@@ -80,6 +80,8 @@ from conftest import Cluster  # noqa: E402
 from helpers import condition  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 from operator_process import (  # noqa: E402
+    ELECTION,
+    LEASE_SECONDS,
     OperatorProcess,
     install_prerequisites,
     service_account_kubeconfig,
@@ -93,13 +95,6 @@ UNAVAILABLE = "Ready=False RegistryUnavailable"  # what a release says while it 
 STALL_GRACE = 30.0  # seconds every HelmRelease still waiting has been Stalled: give up
 SCENARIO_LABEL = "chaos.rudder.dev/scenario"
 NAMESPACES_PER_SCENARIO = 3
-LEASE_SECONDS = 6
-ELECTION = [
-    "--leader-elect",
-    f"--lease-duration={LEASE_SECONDS}s",
-    "--renew-deadline=4s",
-    "--retry-period=1s",
-]
 
 # A second chart shape: the Ingress goes and a ConfigMap comes, so an upgrade interrupted
 # between applying and pruning shows up as an orphaned or a missing object.

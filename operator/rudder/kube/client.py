@@ -28,6 +28,10 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
+# How a request fails when the API server cannot be reached or the connection breaks
+# (rather than answering with a Status): worth retrying.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+
 # Every call made as rudder counts; verbs label the API requests metric.
 RequestObserver = Any  # Callable[[str, int], None]; kept loose to avoid a metrics import here
 

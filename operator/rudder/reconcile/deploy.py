@@ -23,11 +23,10 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 import yaml
 
 from rudder.chart.render import Renderer, RenderRequest
-from rudder.kube.client import JSON, ApiError
+from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError
 from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.readiness import Outcome as ReadinessOutcome
 from rudder.kube.readiness import ReadinessReport, wait_until_ready
@@ -71,6 +70,8 @@ RELEASE_NAME_ANNOTATION = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 CRD_ESTABLISHED_TIMEOUT = 60.0
 TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
+# An answer of the API server, or none at all.
+API_ERRORS: tuple[type[BaseException], ...] = (ApiError, *TRANSPORT_ERRORS)
 
 
 class NotReady(Exception):
@@ -479,7 +480,7 @@ class Deployer:
                 description,
                 recorded=True,
             ) from failed
-        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
+        except API_ERRORS as error:
             transient = is_transient(error)
             await progress.finish(
                 "failed", request.redact(f"{action} failed: {error}"), interrupted=transient
@@ -667,10 +668,10 @@ class Deployer:
             return adopted
         try:
             answers = await self._dry_run(applier, objects, request.force_conflicts, frozenset())
-        except DeployError as rejected:
+        except DeployError:
             adopted = await self._check_ownership(applier, request, planned, previous)
             if not adopted:
-                raise rejected from rejected.__cause__
+                raise
             await self._dry_run(applier, objects, request.force_conflicts, adopted)
             return adopted
         absent = {
@@ -812,7 +813,7 @@ def is_transient(error: BaseException) -> bool:
     """An error of the API server or the connection to it, not of what was sent."""
     if isinstance(error, ApiError):
         return error.code in TRANSIENT_CODES
-    return isinstance(error, (aiohttp.ClientError, TimeoutError, OSError))
+    return isinstance(error, TRANSPORT_ERRORS)
 
 
 def _failure_reason(failures: Sequence[ObjectFailure]) -> str:

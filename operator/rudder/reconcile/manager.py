@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
+from rudder.kube.client import TRANSPORT_ERRORS
 from rudder.observe import metrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ BACKOFF_START = 2.0
 BACKOFF_MAX = 300.0
 # Longest wait before a reconcile that could not reach the API server is tried again.
 TRANSPORT_RETRY = 10.0
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True)

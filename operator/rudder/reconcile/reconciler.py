@@ -25,7 +25,7 @@ from rudder.chart.errors import ChartError
 from rudder.chart.render import Renderer, RenderError
 from rudder.chart.source import ChartRequest, ChartSource, LoadedChart
 from rudder.config import OperatorConfig
-from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
+from rudder.kube.client import JSON, MERGE_PATCH, TRANSPORT_ERRORS, ApiError, KubeClient
 from rudder.kube.discovery import Discovery
 from rudder.kube.readiness import ReadinessReport
 from rudder.kube.ssa import Applier
@@ -50,7 +50,7 @@ from rudder.reconcile.decide import (
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest, DeployResult
 from rudder.reconcile.drift import detect as detect_drift
 from rudder.reconcile.hooks import HookFailed
-from rudder.reconcile.manager import TRANSPORT_ERRORS, Outcome, Run
+from rudder.reconcile.manager import Outcome, Run
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.uninstall import Uninstaller
