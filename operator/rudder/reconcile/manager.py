@@ -188,8 +188,9 @@ class Manager:
             metrics.record_reconcile(result, time.monotonic() - started)
             if outcome.failed:
                 slot.failures += 1
-                backoff = min(BACKOFF_MAX, BACKOFF_START * 2 ** (slot.failures - 1))
-                delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                backoff = BACKOFF_START * 2 ** min(slot.failures - 1, 30)
+                jitter = random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                delay = min(BACKOFF_MAX, backoff * jitter)
                 if outcome.requeue_after is not None:
                     delay = min(delay, outcome.requeue_after)
             else:

@@ -103,8 +103,21 @@ class StatusDraft:
             desired = self.desired()
         if desired == self.current:
             return None
-        patch: dict[str, Any] = dict(desired)
-        for key in self.current:
-            if key not in desired:
-                patch[key] = None  # merge-patch removal
-        return patch
+        return merge_patch(self.current, desired)
+
+
+def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386: what turns `current` into `desired`. Objects merge on the server, so a key
+    gone at any depth must be sent as null, not just left out."""
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if value != old:
+                patch[key] = merge_patch(old, value)
+        elif value != old or key not in current:
+            patch[key] = value
+    for key in current:
+        if key not in desired:
+            patch[key] = None
+    return patch
