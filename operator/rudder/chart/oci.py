@@ -141,6 +141,13 @@ class OciPuller:
         self.cache.put(digest, fetched.body)
         return digest
 
+    def check_access(self, client: RegistryClient, ref: OciReference, digest: str) -> None:
+        """That the registry lets `client`'s credentials read manifest `digest` in `ref`'s
+        repository. Always asks (one HEAD, nothing downloaded or cached): the cache says
+        the content is known, not who may have it."""
+        if not client.has_manifest(ref.repository, digest, MANIFEST_ACCEPT):
+            raise ChartError(CHART_NOT_FOUND, f"{ref}: manifest {digest} not found in the registry")
+
     def _chart_manifest(self, pull: _Pull, digest: str) -> tuple[str, HelmChartManifest]:
         top = pull.parsed(digest)
         if isinstance(top, ImageManifest):

@@ -82,6 +82,18 @@ class RegistryClient:
         url = self._url(f"/v2/{repository}/manifests/{reference}")
         return self._get(url, {"Accept": ", ".join(accept)}, max_bytes)
 
+    def has_manifest(self, repository: str, reference: str, accept: Iterable[str]) -> bool:
+        """HEAD a manifest: True if the registry has it and lets these credentials read it,
+        False if it does not have it. No body is sent, and registries such as Docker Hub
+        do not count a HEAD against pull limits."""
+        url = self._url(f"/v2/{repository}/manifests/{reference}")
+        with self._send("HEAD", url, {"Accept": ", ".join(accept)}) as response:
+            status = response.status_code
+            if status in _MISSING:
+                return False
+            self._check_status(status)
+            return True
+
     def blob(self, repository: str, digest: str, max_bytes: int) -> bytes | None:
         """GET a blob; None if the registry does not have it."""
         fetched = self._get(self._url(f"/v2/{repository}/blobs/{digest}"), {}, max_bytes)
@@ -110,25 +122,11 @@ class RegistryClient:
         max_bytes: int,
         params: Mapping[str, str] | None = None,
     ) -> Fetched | None:
-        try:
-            response = self._oras.do_request(url, "GET", headers=dict(headers), stream=True,
-                                             params=params)  # fmt: skip
-        except requests.exceptions.SSLError as error:
-            raise self._unavailable(f"TLS verification failed ({_ssl_reason(error)})") from None
-        except requests.exceptions.Timeout:
-            raise self._unavailable("the request timed out") from None
-        except requests.exceptions.RequestException as error:
-            raise self._unavailable(f"connection failed ({type(error).__name__})") from None
-        except OSError as error:  # e.g. an unreadable CA bundle
-            raise self._unavailable(f"cannot set up the connection ({error.strerror})") from None
-        with response:
+        with self._send("GET", url, headers, params) as response:
             status = response.status_code
             if status in _MISSING:
                 return None
-            if status in _UNAUTHORIZED:
-                raise self._auth_failed(status)
-            if status != 200:
-                raise self._unavailable(f"the registry answered HTTP {status}")
+            self._check_status(status)
             try:
                 body = _read_limited(response, max_bytes)
             except requests.exceptions.RequestException as error:
@@ -140,6 +138,35 @@ class RegistryClient:
                 content_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
                 docker_digest=response.headers.get("Docker-Content-Digest"),
             )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """The response (body not yet read), or a `ChartError` if none came."""
+        try:
+            return self._oras.do_request(
+                url, method, headers=dict(headers), stream=True, params=params
+            )
+        except requests.exceptions.SSLError as error:
+            raise self._unavailable(f"TLS verification failed ({_ssl_reason(error)})") from None
+        except requests.exceptions.Timeout:
+            raise self._unavailable("the request timed out") from None
+        except requests.exceptions.RequestException as error:
+            raise self._unavailable(f"connection failed ({type(error).__name__})") from None
+        except OSError as error:  # e.g. an unreadable CA bundle
+            raise self._unavailable(f"cannot set up the connection ({error.strerror})") from None
+
+    def _check_status(self, status: int) -> None:
+        """Refusals and anything but a 200 as `ChartError`s (a missing manifest or blob is
+        the caller's to handle)."""
+        if status in _UNAUTHORIZED:
+            raise self._auth_failed(status)
+        if status != 200:
+            raise self._unavailable(f"the registry answered HTTP {status}")
 
     def _unavailable(self, why: str) -> ChartError:
         return ChartError(

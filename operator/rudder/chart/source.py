@@ -9,6 +9,12 @@ same chart share one download; a parsed chart is kept in memory per digest, so a
 used by many HelmReleases is downloaded and parsed once. Cosign verification, when a
 public key is given, happens before the chart is returned, and its success is remembered
 in memory per (digest, key).
+
+The cache is keyed by digest and shared by every HelmRelease. In tenant mode
+(`check_access`) a request is served only once the registry has accepted that request's
+own credentials for the digest in the repository it names (one HEAD), remembered per
+(identity, registry, repository, digest, credentials) for `ACCESS_TTL`; otherwise a
+tenant without access to a private repository would get its charts by naming a digest.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import helm_python
 from cryptography import x509
@@ -50,6 +57,14 @@ from rudder.chart.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
+# How long a registry's yes to one identity's credentials is trusted: steady-state
+# reconciles and retries skip the registry, and revoked access stops working this soon.
+ACCESS_TTL: Final = 300.0
+ACCESS_ENTRIES: Final = 4096  # remembered grants, least recently used dropped first
+
+# identity, registry, repository, digest, transport key (credentials, CA, scheme)
+_AccessKey = tuple[str, str, str, str, str]
+
 
 @dataclass(frozen=True)
 class ChartRequest:
@@ -61,6 +76,10 @@ class ChartRequest:
     docker_config_json: bytes | None = field(default=None, repr=False)  # .dockerconfigjson
     ca_pem: bytes | None = field(default=None, repr=False)  # ca.crt
     cosign_public_key_pem: bytes | None = field(default=None, repr=False)  # cosign.pub
+    # Tenant mode: the user the HelmRelease acts as, and that a cached chart is served only
+    # after the registry accepted this request's credentials for it.
+    identity: str | None = None
+    check_access: bool = False
 
     def pinned(self, digest: str) -> ChartRequest:
         """The same request pinned to `digest` (what `resolve` returned)."""
@@ -93,6 +112,8 @@ class ChartSource:
         *,
         memory_entries: int = 64,
         timeout: float = 30.0,
+        access_ttl: float = ACCESS_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cache = BlobCache(Path(cache_dir), max_cache_bytes)
         self._puller = OciPuller(self._cache, ArchiveLimits(max_compressed, max_uncompressed))
@@ -104,6 +125,10 @@ class ChartSource:
         self._loads: SingleFlight[tuple[str, str], LoadedChart] = SingleFlight()
         self._verifications: SingleFlight[tuple[str, str, str], None] = SingleFlight()
         self._resolutions: SingleFlight[tuple[str, str], str] = SingleFlight()
+        self._access_ttl = access_ttl
+        self._clock = clock
+        self._access: OrderedDict[_AccessKey, float] = OrderedDict()  # key -> expiry
+        self._access_checks: SingleFlight[_AccessKey, None] = SingleFlight()
 
     async def resolve(self, request: ChartRequest) -> str:
         """The digest the request pins, or (allowTag) the one its tag points to right now."""
@@ -111,9 +136,13 @@ class ChartSource:
         if ref.digest is not None:
             return ref.digest
         key = (str(ref), _transport_key(request))
-        return await self._resolutions.run(
+        digest = await self._resolutions.run(
             key, lambda: asyncio.to_thread(self._resolve_blocking, request, ref)
         )
+        if request.check_access:
+            # The registry just served the tag's manifest to these credentials.
+            self._grant(_access_key(request, ref, digest))
+        return digest
 
     async def get(self, request: ChartRequest) -> LoadedChart:
         """The chart, verified by digest (and by cosign when a key is given), parsed once."""
@@ -122,6 +151,8 @@ class ChartSource:
             ref = ref.pinned(await self.resolve(request))
         digest = ref.digest
         assert digest is not None
+        if request.check_access:
+            await self._check_access(request, ref, digest)
         if request.cosign_public_key_pem is not None:
             await self._verify(request, ref, digest)
         loaded = self._remembered(digest)
@@ -144,6 +175,26 @@ class ChartSource:
                 "pin the chart with @sha256:<digest>",
             )
         return ref
+
+    async def _check_access(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
+        """Asked before the caches are used, even for a cold pull: another request's pull
+        may fill them at any moment, and what it proved was for its credentials only."""
+        key = _access_key(request, ref, digest)
+        expiry = self._access.get(key)
+        if expiry is not None and self._clock() < expiry:
+            self._access.move_to_end(key)
+            return
+        await self._access_checks.run(
+            key, lambda: asyncio.to_thread(self._check_access_blocking, request, ref, digest)
+        )
+        self._grant(key)
+        log.debug("registry granted %s access to %s", request.identity or "rudder", ref)
+
+    def _grant(self, key: _AccessKey) -> None:
+        self._access[key] = self._clock() + self._access_ttl
+        self._access.move_to_end(key)
+        while len(self._access) > ACCESS_ENTRIES:
+            self._access.popitem(last=False)
 
     async def _verify(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
         assert request.cosign_public_key_pem is not None
@@ -194,6 +245,10 @@ class ChartSource:
     def _resolve_blocking(self, request: ChartRequest, ref: OciReference) -> str:
         with contextlib.closing(self._client(request, ref)) as client:
             return self._puller.resolve(client, ref)
+
+    def _check_access_blocking(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
+        with contextlib.closing(self._client(request, ref)) as client:
+            self._puller.check_access(client, ref, digest)
 
     def _pull_blocking(self, request: ChartRequest, ref: OciReference) -> PulledChart:
         with contextlib.closing(self._client(request, ref)) as client:
@@ -260,6 +315,10 @@ def _parse(ref: OciReference, pulled: PulledChart) -> LoadedChart:
             app_version=str(metadata.get("appVersion") or ""),
         ),
     )
+
+
+def _access_key(request: ChartRequest, ref: OciReference, digest: str) -> _AccessKey:
+    return (request.identity or "", ref.registry, ref.repository, digest, _transport_key(request))
 
 
 def _transport_key(request: ChartRequest) -> str:
