@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rudder.kube.election import ElectionSettings, lease_body
+import aiohttp
+import pytest
+
+from rudder.kube.election import ElectionSettings, LeaderElector, lease_body
 
 ME = ElectionSettings(namespace="rudder-system", name="rudder-leader", identity="me")
 
@@ -50,3 +53,27 @@ def test_release_frees_the_lease_at_once() -> None:
     body = lease_body(ME, existing("me"), now="t", release=True)
     assert body["spec"]["holderIdentity"] == ""
     assert body["spec"]["leaseDurationSeconds"] == 1
+
+
+class Unreachable:
+    """An API client whose every call fails the way aiohttp does when the API server
+    drops the connection (not an OSError)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def request(self, *args: object, **kwargs: object) -> dict[str, object]:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("cut"), TimeoutError()],
+)
+async def test_a_dropped_connection_is_a_failed_attempt_not_a_crash(error: BaseException) -> None:
+    kube = Unreachable(error)
+    elector = LeaderElector(kube, ME)  # type: ignore[arg-type]
+    assert await elector.try_acquire_or_renew() is False
+    assert kube.calls == 1

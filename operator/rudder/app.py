@@ -15,6 +15,7 @@ from rudder.config import OperatorConfig
 from rudder.kube.client import ApiError, ClientSettings, KubeClient, connect
 from rudder.kube.discovery import Discovery, invalidate_on_changes
 from rudder.kube.election import ElectionSettings, LeaderElector
+from rudder.kube.watch import log_unexpected_end
 from rudder.observe import metrics, server
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
@@ -88,6 +89,8 @@ async def run_operator(config: OperatorConfig) -> None:
 
     http = await server.start(config.metrics_addr, page, ready)
     api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
+    # It only ends when cancelled; if a bug ever ends it, stale Capabilities must not be silent.
+    api_changes.add_done_callback(log_unexpected_end)
     log.info(
         "rudder starting (field manager %r, metrics on %s)",
         config.field_manager,

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+from contextlib import aclosing
 from dataclasses import dataclass
 
-from rudder.kube.client import JSON, ApiError, KubeClient
-
-log = logging.getLogger(__name__)
+from rudder.kube.client import JSON, KubeClient
+from rudder.kube.watch import Changed, Listed, ListWatchClient, changes
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -126,23 +125,17 @@ WATCHED_FOR_CHANGES = (
 )
 
 
-async def invalidate_on_changes(discovery: Discovery, kube: KubeClient) -> None:
+async def invalidate_on_changes(discovery: Discovery, kube: ListWatchClient) -> None:
     """Drop the cached snapshot whenever a CRD or an APIService is added, changed or removed,
-    so the next render sees the cluster's current APIs. Runs until cancelled."""
+    or may have been while the watch was down, so the next render sees the cluster's
+    current APIs. Runs until cancelled, whatever happens to the connection."""
 
     async def follow(path: str) -> None:
-        while True:
-            try:
-                listed = await kube.get(path, limit=1)
-                version = str(listed.get("metadata", {}).get("resourceVersion", ""))
-                async for event in kube.watch(path, resource_version=version):
-                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                        discovery.invalidate()
-            except asyncio.CancelledError:
-                raise
-            except (ApiError, OSError, ValueError) as error:
-                log.debug("watch of %s ended: %s", path, error)
-                discovery.invalidate()  # events may have been missed meanwhile
-                await asyncio.sleep(5)
+        # Only the resourceVersion of the list is needed, not the (possibly large) items.
+        stream = changes(kube, path, list_limit=1)
+        async with aclosing(stream):
+            async for change in stream:
+                if isinstance(change, Changed) or (isinstance(change, Listed) and change.relisted):
+                    discovery.invalidate()
 
     await asyncio.gather(*(follow(path) for path in WATCHED_FOR_CHANGES))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from rudder.kube.client import JSON, ApiError, KubeClient
+from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError, KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class LeaderElector:
                 log.warning("leader election: cannot read the lease: %s", error)
                 return False
             current = None
-        except (OSError, TimeoutError) as error:
+        except TRANSPORT_ERRORS as error:
             log.warning("leader election: cannot read the lease: %s", error)
             return False
         now = time.monotonic()
@@ -126,7 +126,7 @@ class LeaderElector:
                 return False
             log.warning("leader election: cannot write the lease: %s", error)
             return False
-        except (OSError, TimeoutError) as error:
+        except TRANSPORT_ERRORS as error:
             log.warning("leader election: cannot write the lease: %s", error)
             return False
         return True
@@ -167,7 +167,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up at once (a standby then takes over without waiting)."""
-        with contextlib.suppress(ApiError, OSError):
+        with contextlib.suppress(ApiError, *TRANSPORT_ERRORS):
             current = await self.kube.get_or_none(self.path)
             spec = (current or {}).get("spec") or {}
             if current is not None and spec.get("holderIdentity") == self.settings.identity:

@@ -21,11 +21,11 @@ that one but goes on until the others are Current, then fails; rudder ends the w
 first Failed object, since the action fails either way and the user learns it sooner.
 
 Watching, not polling: the objects are grouped by collection (resource and namespace); each
-group gets one list and then one watch, with a `metadata.name` field selector when it holds a
-single object and none otherwise (the others are filtered out here). A watch that ends is
-resumed from the last resourceVersion seen; an expired one (410) is listed again. Pods are
-judged again every `progress_every` seconds, because an unschedulable Pod turns Failed only
-after a grace period, without any change of its own.
+group gets one list and then one watch (`rudder.kube.watch`), with a `metadata.name` field
+selector when it holds a single object and none otherwise (the others are filtered out here).
+A watch that ends or breaks is resumed from the last resourceVersion seen; an expired one
+(410) is listed again. Pods are judged again every `progress_every` seconds, because an
+unschedulable Pod turns Failed only after a grace period, without any change of its own.
 
 The decisions (`judge`, `decide`, `build_report`) are pure functions of the objects seen.
 """
@@ -34,25 +34,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-import aiohttp
-
-from rudder.kube.client import JSON, ApiError
+from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError
 from rudder.kube.discovery import Resource, UnknownKind
 from rudder.kube.kstatus import Status, compute
 from rudder.kube.ssa import ObjectRef
+from rudder.kube.watch import Backoff, Changed, Listed, ListWatchClient, changes
 
 log = logging.getLogger(__name__)
 
 # Helm's status waiter turns a zero timeout into this one (DefaultStatusWatcherTimeout).
 DEFAULT_TIMEOUT: Final = 30.0
-# Longest single watch request; the wait watches again after it.
-WATCH_SECONDS: Final = 300
 # How many not-ready objects `summary` names, and how many `as_status` lists.
 SUMMARY_LIMIT: Final = 3
 STATUS_LIMIT: Final = 10
@@ -61,6 +59,9 @@ MESSAGE_LIMIT: Final = 300
 # Back-off between attempts when the API answers with an error or the connection drops.
 RETRY_START: Final = 1.0
 RETRY_MAX: Final = 10.0
+
+# Reading a controller's pods can fail in these ways; its own verdict then stands.
+_READ_ERRORS: Final[tuple[type[BaseException], ...]] = (ApiError, ValueError, *TRANSPORT_ERRORS)
 
 NOT_OBSERVED: Final = "not observed yet"
 RESOURCE_NOT_FOUND: Final = "Resource not found"  # kstatus' words for a missing object
@@ -348,14 +349,8 @@ def label_selector(selector: object) -> str | None:
 # --- the cluster side -----------------------------------------------------------------------
 
 
-class ListWatch(Protocol):
-    """What the wait needs of the API client (`rudder.kube.client.KubeClient` has it)."""
-
-    async def get(self, path: str, **query: str | int | bool) -> JSON: ...
-
-    def watch(
-        self, path: str, *, resource_version: str, timeout_seconds: int = ..., **query: str
-    ) -> AsyncIterator[JSON]: ...
+# What the wait needs of the API client (`rudder.kube.client.KubeClient` has it).
+ListWatch = ListWatchClient
 
 
 class ResourceLookup(Protocol):
@@ -467,7 +462,7 @@ class _Watch:
             listed = await self.kube.get(
                 f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector
             )
-        except (ApiError, aiohttp.ClientError, OSError, ValueError) as error:
+        except _READ_ERRORS as error:
             log.debug("reading the pods of %s/%s: %s", namespace, obj.get("kind"), error)
             return None
         items = listed.get("items") or []
@@ -475,83 +470,39 @@ class _Watch:
             {**item, "apiVersion": "v1", "kind": "Pod"} for item in items if isinstance(item, dict)
         ]
 
-    async def apply_listing(self, group: _Group, listing: JSON) -> None:
-        found: dict[tuple[str, str], JSON] = {}
-        for item in listing.get("items") or []:
-            if isinstance(item, dict):
-                found[_key(item)] = item
+    async def apply_listing(self, group: _Group, items: Sequence[JSON]) -> None:
+        found = {_key(item): item for item in items}
         for key in group.refs:
             await self.observe(group, key, found.get(key))
+        self.changed.set()
 
     async def follow(self, group: _Group, deadline: float) -> None:
         """List, then watch, the group's collection until cancelled, feeding what it sees.
         Raises _Fatal when the API refuses to let it list or watch."""
-        loop = asyncio.get_running_loop()
-        query = group.query()
-        version: str | None = None
-        backoff = RETRY_START
-        quick_before = False
-        while True:
-            started = loop.time()
-            failed = False
-            try:
-                if version is None:
-                    listing = await self.kube.get(group.collection, **query)
-                    await self.apply_listing(group, listing)
-                    self.changed.set()
-                    version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-                window = max(1, min(WATCH_SECONDS, int(deadline - loop.time()) + 1))
-                version = await self._watch_once(group, version, window, query)
-            except ApiError as error:
-                if error.code in (401, 403):
-                    raise _Fatal(str(error)) from error
-                if error.code == 404:  # the collection is not served (any more)
-                    for refs in group.refs.values():
-                        for ref in refs:
-                            self.set_message(ref, Status.NOT_FOUND, error.message or str(error))
-                failed = error.code != 410  # expired: list again at once
-                log.debug("watch of %s: %s", group.collection, error)
-                version = None
-            except (aiohttp.ClientError, OSError, ValueError) as error:
-                log.debug("watch of %s ended: %s", group.collection, error)
-                failed = True
-                version = None
-            # Resume at once after a watch that ended normally or expired, unless that keeps
-            # happening within a second; back off after errors.
-            quick = loop.time() - started < 1.0
-            if failed or (quick and quick_before):
-                await asyncio.sleep(backoff)
-                backoff = min(RETRY_MAX, backoff * 2)
-            elif not quick:
-                backoff = RETRY_START
-            quick_before = quick
-
-    async def _watch_once(
-        self, group: _Group, version: str, window: int, query: Mapping[str, str]
-    ) -> str | None:
-        """One watch request from `version`; the version to resume from (None: list again)."""
-        events = self.kube.watch(
-            group.collection, resource_version=version, timeout_seconds=window, **query
+        stream = changes(
+            self.kube,
+            group.collection,
+            query=group.query(),
+            fatal=(401, 403),
+            backoff=Backoff(RETRY_START, RETRY_MAX),
+            deadline=deadline,
         )
         try:
-            async for event in events:
-                kind = event.get("type")
-                obj = event.get("object")
-                if not isinstance(obj, dict):
-                    continue
-                if kind == "ERROR":  # a Status; 410 Expired is the usual one
-                    log.debug("watch of %s: %s", group.collection, obj.get("message"))
-                    return None
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if kind in ("ADDED", "MODIFIED"):
-                    await self.observe(group, _key(obj), obj)
-                elif kind == "DELETED":
-                    await self.observe(group, _key(obj), None)
-        finally:
-            close = getattr(events, "aclose", None)
-            if close is not None:
-                await close()
-        return version
+            async with aclosing(stream):
+                async for change in stream:
+                    if isinstance(change, Listed):
+                        await self.apply_listing(group, change.items)
+                    elif isinstance(change, Changed):
+                        obj = None if change.type == "DELETED" else change.object
+                        await self.observe(group, _key(change.object), obj)
+                    elif isinstance(change.error, ApiError) and change.error.code == 404:
+                        # The collection is not served (any more).
+                        message = change.error.message or str(change.error)
+                        for refs in group.refs.values():
+                            for ref in refs:
+                                self.set_message(ref, Status.NOT_FOUND, message)
+        except ApiError as error:
+            raise _Fatal(str(error)) from error
 
 
 async def _groups(

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ import aiohttp
 from rudder.kube.client import APPLY_PATCH, JSON, ApiError
 from rudder.kube.discovery import Resource
 from rudder.kube.ssa import Applier, ObjectRef, ensure_namespace
+from rudder.kube.watch import Changed, Listed, changes
 from rudder.release.codec import GoTime, Hook, HookExecution
 from rudder.release.manifest import HOOK_EVENTS, hook_resource, with_default_delete_policy
 
@@ -70,8 +72,8 @@ PHASE_FAILED = "Failed"
 
 # Helm's status waiter turns a zero timeout into this one.
 DEFAULT_TIMEOUT = 30.0
-# Longest single watch request; the wait re-lists and watches again after it.
-WATCH_SECONDS = 300
+# Answers to a hook's list or watch that waiting longer would not change.
+HOOK_WATCH_FATAL = frozenset({400, 401, 403, 404})
 _DEADLINE_EXCEEDED = "context deadline exceeded"  # Go's ctx.Err() text, as Helm reports it
 
 
@@ -327,56 +329,30 @@ class ClusterTarget:
         self, target: HookObject, seconds: float, until: Callable[[JSON | None], bool]
     ) -> None:
         """Feed `until` the object (None while absent) on every change until it says
-        stop. List + watch by name, re-listing when a watch ends or expires (410).
-        Raises TimeoutError after `seconds`; HookError when the API refuses."""
-        kube = self.applier.kube
+        stop, by list + watch on its name (`rudder.kube.watch`: broken connections and
+        server errors are retried). Raises TimeoutError after `seconds`; HookError when the
+        API refuses to let it list or watch."""
         collection = target.resource.path(target.ref.namespace or None)
-        selector = f"metadata.name={target.ref.name}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
+        stream = changes(
+            self.applier.kube,
+            collection,
+            query={"fieldSelector": f"metadata.name={target.ref.name}"},
+            fatal=HOOK_WATCH_FATAL,
+            deadline=asyncio.get_running_loop().time() + seconds,
+        )
         try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    listing = await kube.get(collection, fieldSelector=selector)
-                    items = listing.get("items") or []
-                    if until(items[0] if items else None):
+            async with asyncio.timeout(seconds), aclosing(stream):
+                async for change in stream:
+                    if isinstance(change, Listed):
+                        obj = change.items[0] if change.items else None
+                    elif isinstance(change, Changed):
+                        obj = None if change.type == "DELETED" else change.object
+                    else:
+                        continue
+                    if until(obj):
                         return
-                    version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-                    window = max(1, min(WATCH_SECONDS, int(deadline - loop.time()) + 1))
-                    events = kube.watch(
-                        collection,
-                        resource_version=version,
-                        timeout_seconds=window,
-                        fieldSelector=selector,
-                    )
-                    try:
-                        async for event in events:
-                            kind = event.get("type")
-                            if kind == "ERROR":
-                                break  # e.g. 410 Gone: list again
-                            if kind not in ("ADDED", "MODIFIED", "DELETED"):
-                                continue  # BOOKMARK
-                            obj = None if kind == "DELETED" else event.get("object")
-                            if until(obj if isinstance(obj, dict) else None):
-                                return
-                    except ApiError as error:
-                        if error.code != 410:
-                            raise
-                    finally:
-                        await _close(events)
-        except TimeoutError:
-            raise  # the deadline (TimeoutError is an OSError: keep it out of the next clauses)
         except ApiError as error:
             raise HookError(error.message or str(error)) from error
-        except (aiohttp.ClientError, OSError, ValueError) as error:
-            raise HookError(str(error)) from error
-
-
-async def _close(stream: AsyncIterator[JSON]) -> None:
-    """End a watch stream at once (its response goes back to the pool) rather than at GC."""
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()
 
 
 # --- the runner -----------------------------------------------------------------------------

@@ -1,35 +1,54 @@
 """Reconcile a HelmRelease when a ConfigMap or Secret it takes values from changes.
 
-Only referenced objects are watched: one watch per referenced (kind, namespace, name),
-filtered on the server by `metadata.name`, so rudder never lists, receives or holds the
-cluster's other Secrets. A watch ends when no HelmRelease references its object any more.
+Only referenced objects are watched: one watch per referenced (kind, namespace, name) and
+identity, filtered on the server by `metadata.name`, so rudder never lists, receives or
+holds the cluster's other Secrets. Each watch is made as the HelmRelease's identity (its
+ServiceAccount, in tenant mode), like every other read of the release's values. A watch
+ends when no HelmRelease references its object any more, and only then: `rudder.kube.watch`
+rides out API server restarts and broken connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
+from contextlib import aclosing
 
-from rudder.kube.client import ApiError, KubeClient
-
-log = logging.getLogger(__name__)
+from rudder.kube.client import JSON
+from rudder.kube.watch import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    Changed,
+    Listed,
+    ListWatchClient,
+    changes,
+    log_unexpected_end,
+)
 
 Source = tuple[str, str, str]  # (kind, namespace, name)
 Key = tuple[str, str]  # the HelmRelease (namespace, name)
-RETRY_DELAY = 5.0
+Watched = tuple[str | None, Source]  # (the user it is read as, None: rudder itself; source)
 
 
 class SourceWatcher:
-    def __init__(self, kube: KubeClient, wake: Callable[[Key], None]) -> None:
+    def __init__(
+        self,
+        kube: ListWatchClient,
+        wake: Callable[[Key], None],
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        as_user: Callable[[str | None], ListWatchClient] | None = None,
+    ) -> None:
         self._kube = kube
+        self._as_user = as_user
         self._wake = wake
-        self._wanted: dict[Key, set[Source]] = {}
-        self._tasks: dict[Source, asyncio.Task[None]] = {}
+        self._backoff = backoff
+        self._wanted: dict[Key, set[Watched]] = {}
+        self._tasks: dict[Watched, asyncio.Task[None]] = {}
 
-    def track(self, key: Key, sources: Iterable[Source]) -> None:
-        """Set what `key` references now; start and stop watches accordingly."""
-        wanted = set(sources)
+    def track(self, key: Key, sources: Iterable[Source], user: str | None = None) -> None:
+        """Set what `key` references now, read as `user`; start and stop watches."""
+        wanted = {(user, source) for source in sources}
         if self._wanted.get(key, set()) == wanted:
             return
         if wanted:
@@ -38,7 +57,9 @@ class SourceWatcher:
             self._wanted.pop(key, None)
         needed = set().union(*self._wanted.values()) if self._wanted else set()
         for source in needed - self._tasks.keys():
-            self._tasks[source] = asyncio.create_task(self._watch(source))
+            task = asyncio.create_task(self._watch(source))
+            task.add_done_callback(log_unexpected_end)
+            self._tasks[source] = task
         for source in self._tasks.keys() - needed:
             self._tasks.pop(source).cancel()
 
@@ -52,26 +73,35 @@ class SourceWatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _referrers(self, source: Source) -> list[Key]:
-        return [key for key, sources in self._wanted.items() if source in sources]
+    def _referrers(self, watched: Watched) -> list[Key]:
+        return [key for key, sources in self._wanted.items() if watched in sources]
 
-    async def _watch(self, source: Source) -> None:
-        kind, namespace, name = source
+    async def _watch(self, watched: Watched) -> None:
+        user, (kind, namespace, name) = watched
+        kube = self._as_user(user) if self._as_user is not None else self._kube
         plural = "configmaps" if kind == "ConfigMap" else "secrets"
         path = f"/api/v1/namespaces/{namespace}/{plural}"
-        selector = f"metadata.name={name}"
-        while True:
-            try:
-                listed = await self._kube.get(path, fieldSelector=selector)
-                version = str(listed.get("metadata", {}).get("resourceVersion", ""))
-                async for event in self._kube.watch(
-                    path, resource_version=version, fieldSelector=selector
-                ):
-                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                        for key in self._referrers(source):
-                            self._wake(key)
-            except asyncio.CancelledError:
-                raise
-            except (ApiError, OSError, ValueError) as error:
-                log.debug("watch of %s %s/%s ended: %s", kind, namespace, name, error)
-                await asyncio.sleep(RETRY_DELAY)
+        seen: str | None = None  # the object's resourceVersion as last seen ("": absent)
+        query = {"fieldSelector": f"metadata.name={name}"}
+        stream = changes(kube, path, query=query, backoff=self._backoff)
+        async with aclosing(stream):
+            async for change in stream:
+                if isinstance(change, Listed):
+                    current = _version(change.items[0]) if change.items else ""
+                    # The first list only sets the baseline (the reconcile that started
+                    # this watch reads the source itself); a relist after a gap stands
+                    # for the events that were missed.
+                    changed = change.relisted and current != seen
+                    seen = current
+                elif isinstance(change, Changed):
+                    seen = "" if change.type == "DELETED" else _version(change.object)
+                    changed = True
+                else:
+                    continue
+                if changed:
+                    for key in self._referrers(watched):
+                        self._wake(key)
+
+
+def _version(obj: JSON) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
