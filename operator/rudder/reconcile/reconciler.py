@@ -48,6 +48,7 @@ from rudder.reconcile.decide import (
     remediate,
 )
 from rudder.reconcile.deploy import Deployer, DeployError, DeployRequest, DeployResult
+from rudder.reconcile.drift import correct, summarize
 from rudder.reconcile.drift import detect as detect_drift
 from rudder.reconcile.hooks import HookFailed
 from rudder.reconcile.manager import Outcome, Run
@@ -487,7 +488,8 @@ class Reconciler:
         self, target: Target, spec: HelmReleaseSpec, draft: StatusDraft, current: Record
     ) -> None:
         """spec.driftDetection: warn reports drifted objects and fields; enabled also takes
-        them back (a forced apply, no new revision). Reads and dry-runs only otherwise."""
+        them back (no new revision) and reports what it could not. Reads and dry-runs only
+        when nothing drifted."""
         mode = spec.drift_detection.mode
         if mode == "disabled":
             draft.drop("Drifted")
@@ -508,22 +510,25 @@ class Reconciler:
             draft.drop("Drifted")
             draft.set("drift", None)
             return
-        summary = ", ".join(
-            f"{d.ref}" + (" (missing)" if d.missing else f" {' '.join(d.fields)}")
-            for d in drifted[:5]
-        )
         if mode == "warn":
-            draft.condition(
-                "Drifted", "True", "DriftDetected", f"Changed outside rudder: {summary}"
-            )
+            message = f"Changed outside rudder: {summarize(drifted)}"
+            draft.condition("Drifted", "True", "DriftDetected", message)
             draft.set("drift", [d.as_status() for d in drifted])
             return
-        for d in drifted:
-            if d.desired is not None:
-                await applier.apply(d.desired, force=True)
-        draft.drop("Drifted")
-        draft.set("drift", None)
-        await self.events.warning(target.body, "DriftCorrected", f"Took back: {summary}")
+        failed = await correct(applier, drifted, self.config.drift_managers)
+        left = {f.ref for f in failed}
+        if taken := [d for d in drifted if d.ref not in left]:
+            await self.events.warning(target.body, "DriftCorrected", f"Took back: {summarize(taken)}")
+        if not failed:
+            draft.drop("Drifted")
+            draft.set("drift", None)
+            return
+        message = f"Not taken back: {summarize(failed)}"
+        before = draft.get("Drifted")
+        draft.condition("Drifted", "True", "DriftNotCorrected", message)
+        draft.set("drift", [d.as_status() for d in drifted if d.ref in left])
+        if before is None or before.message != message:  # once, not every interval
+            await self.events.warning(target.body, "DriftNotCorrected", message)
 
     async def _run_tests(
         self, target: Target, spec: HelmReleaseSpec, result: DeployResult
@@ -806,6 +811,8 @@ class Reconciler:
             docker_config_json=await secret_key(spec.chart.secret_ref, ".dockerconfigjson"),
             ca_pem=await secret_key(spec.chart.cert_secret_ref, "ca.crt"),
             cosign_public_key_pem=await secret_key(cosign, "cosign.pub") if cosign else None,
+            identity=spec.service_account_user,
+            check_access=bool(self.config.default_service_account),
         )
 
     def _report_chart(self, draft: StatusDraft, spec: HelmReleaseSpec, chart: LoadedChart) -> None:
