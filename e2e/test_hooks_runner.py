@@ -17,7 +17,7 @@ from conftest import Cluster
 from rudder.kube.client import connect
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
-from rudder.reconcile.hooks import HookFailed, HookRunner
+from rudder.reconcile.hook_runner import HookFailed, HookRunner
 from rudder.release.codec import Hook
 from rudder.release.manifest import sort_manifests
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import audit
 from charts import push, write_chart
 from conftest import Cluster
 from helpers import apply_helmrelease, get_json, unique, wait_for_condition
@@ -30,6 +31,7 @@ def test_the_operator_in_tenant_mode(
         ["--default-service-account=deployer", "--no-cross-namespace-refs"],
     )
     ns = unique("tenant-mode")
+    since = audit.now()
     try:
         tenant_mode.start()
         cluster.kubectl("create", "namespace", ns)
@@ -56,6 +58,18 @@ def test_the_operator_in_tenant_mode(
         )
         hr = wait_for_condition(cluster, ns, "away", "Stalled", reason="InvalidSpec")
         assert "spec.targetNamespace" in hr["status"]["conditions"][0]["message"]
+
+        # Deletion too goes out as the tenant: rudder itself touches only the HelmRelease
+        # (object, status, finalizer) and its events in the tenant's namespace.
+        cluster.kubectl("delete", "helmrelease", "own", "-n", ns)
+        assert not get_json(cluster, "configmap", "own-config", "-n", ns)
+        audit.settle()
+        as_rudder = [
+            f"{r.verb} {r.resource}/{r.name}"
+            for r in audit.requests(cluster.audit_log, since=since, impersonated=False)
+            if r.namespace == ns and r.resource not in ("helmreleases", "events")
+        ]
+        assert as_rudder == []
     finally:
         # Uninstall under tenant mode: left behind, these HelmReleases would be served by
         # the next operator with its own rights.

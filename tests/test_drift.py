@@ -10,16 +10,9 @@ import pytest
 
 from rudder.kube.ssa import Applier, ObjectRef
 from rudder.model import DriftIgnoreRule, DriftIgnoreTarget
-from rudder.reconcile.drift import (
-    DriftedObject,
-    ForeignItem,
-    chart_paths,
-    correct,
-    foreign_items,
-    hand_over,
-    ignored,
-    owners,
-)
+from rudder.reconcile.drift_correct import correct
+from rudder.reconcile.drift_detect import DriftedObject, chart_paths, ignored, owners
+from rudder.reconcile.drift_list_items import ForeignItem, foreign_items, hand_over
 
 DRIFT = ("kubectl", "kubectl-edit", "kubectl-patch", "kubectl-set", "helm")
 DEPLOYMENT = ObjectRef("apps/v1", "Deployment", "apps", "web")

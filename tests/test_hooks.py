@@ -12,14 +12,11 @@ import pytest
 
 from rudder.kube.discovery import Resource
 from rudder.kube.ssa import Applier, ObjectRef
-from rudder.reconcile.hooks import (
+from rudder.reconcile.hook_events import action_message
+from rudder.reconcile.hook_runner import HookFailed, HookRunner, execution_order, has_delete_policy
+from rudder.reconcile.hook_target import (
     HookError,
-    HookFailed,
     HookObject,
-    HookRunner,
-    action_message,
-    execution_order,
-    has_delete_policy,
     job_status,
     pod_status,
     status_reader,

@@ -1,8 +1,10 @@
-"""Decide the next release action from what was observed — a pure function.
+"""Decide the next action from what was observed — pure functions, unit-tested per branch.
 
-Inputs are the desired chart and values digests, the stored revisions (as listed, not
-decoded) and who rudder is; the output is one action with the reason for it. Like Flux's
-state classification, every case is explicit and unit-tested without a cluster.
+`next_action(observed)` is the whole decision: deletion first (uninstall only a release this
+HelmRelease wrote, let go of everything else), then what blocks acting on the release (an
+invalid spec, suspension, a dependency, the chart or values), then the release's own state
+(`decide`: install, upgrade, unlock, wait, refuse, in sync) and the retry and remediation
+policy (`remediate`). Like Flux's state classification, every case is explicit.
 """
 
 from __future__ import annotations
@@ -11,11 +13,30 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rudder.reconcile.failures import Failure
+from rudder.reconcile.observed import Attempts, Desired, Observed, RemediationPolicy
 from rudder.release.history import PENDING, last_deployed, latest
 from rudder.release.store import Owner, Record
 
+__all__ = [
+    "Action",
+    "Attempts",
+    "Decision",
+    "Desired",
+    "RemediationPolicy",
+    "decide",
+    "drives",
+    "next_action",
+    "remediate",
+]
+
 
 class Action(enum.Enum):
+    FORGET = "forget"  # deleted, and rudder's finalizer is not on it: nothing to do
+    FINALIZE = "finalize"  # deleted: uninstall the release it drives, then let go
+    LET_GO = "let-go"  # deleted: remove the finalizer, uninstall nothing (reason says why)
+    BLOCKED = "blocked"  # invalid spec, dependency, chart or values: report, touch nothing
+    SUSPENDED = "suspended"
     NONE = "none"  # in sync: nothing to write
     INSTALL = "install"
     UPGRADE = "upgrade"
@@ -32,13 +53,64 @@ class Decision:
     action: Action
     reason: str
     out_of_band: bool = False  # the newest revision was not written by rudder
+    failure: Failure | None = None  # BLOCKED: what to report
+    warning: bool = False  # LET_GO: say it as a Warning event
 
 
-@dataclass(frozen=True)
-class Desired:
-    owner: Owner
-    chart_digest: str
-    values_digest: str
+def drives(records: Sequence[Record], owner: Owner) -> bool:
+    """Does `owner` drive this release: it wrote at least one revision, and no other
+    HelmRelease has written one since? (Helm CLI revisions carry no owner, or copy ours.)"""
+    owned = [r for r in records if r.owner is not None]
+    newest = max(owned, key=lambda r: r.version, default=None)
+    return (
+        newest is not None
+        and newest.owner == owner
+        and any(r.owner == owner and r.written_by_rudder for r in records)
+    )
+
+
+def next_action(observed: Observed) -> Decision:
+    if observed.deleting:
+        return _deletion(observed)
+    if observed.spec is None or (observed.blocked and observed.blocked.reason == "InvalidSpec"):
+        assert observed.blocked is not None
+        return Decision(Action.BLOCKED, observed.blocked.message, failure=observed.blocked)
+    if observed.spec.suspend:
+        return Decision(Action.SUSPENDED, "Reconciliation is suspended (spec.suspend)")
+    if observed.blocked is not None:
+        return Decision(Action.BLOCKED, observed.blocked.message, failure=observed.blocked)
+    assert observed.desired is not None
+    decision = decide(observed.desired, observed.records)
+    if decision.action is Action.UNLOCK:
+        return decision
+    policy = RemediationPolicy.of(observed.spec)
+    return remediate(decision, observed.records, observed.attempts, policy)
+
+
+def _deletion(observed: Observed) -> Decision:
+    if not observed.has_finalizer:
+        return Decision(Action.FORGET, "deleted")
+    if observed.spec is not None and observed.spec.suspend:
+        return Decision(
+            Action.LET_GO,
+            f"the HelmRelease is suspended: release {observed.spec.release_name} was left "
+            "as it is, nothing uninstalled",
+        )
+    identity = observed.identity
+    if identity is None:
+        why = observed.blocked.message if observed.blocked else "no release identity"
+        return Decision(
+            Action.LET_GO,
+            f"the spec is invalid ({why}) and status records no release: nothing uninstalled",
+            warning=True,
+        )
+    if not drives(observed.records, observed.owner):
+        return Decision(
+            Action.LET_GO,
+            f"release {identity.release_name} in {identity.storage_namespace} has no "
+            "revision written by this HelmRelease: left as it is, nothing uninstalled",
+        )
+    return Decision(Action.FINALIZE, f"uninstalling release {identity.release_name}")
 
 
 def decide(desired: Desired, records: Sequence[Record]) -> Decision:
@@ -46,8 +118,15 @@ def decide(desired: Desired, records: Sequence[Record]) -> Decision:
     if current is None:
         return Decision(Action.INSTALL, "no release exists yet")
 
+    if current.status == "uninstalled":
+        # As `helm upgrade --install`: an uninstalled release (history kept) is installed
+        # again, whoever drove it before.
+        return Decision(Action.INSTALL, "the release was uninstalled (history kept)")
+
+    # Only revisions since the last uninstall say who drives the release now.
+    since = [r for r in records if r.version > _last_uninstalled(records)]
     foreign = next(
-        (r.owner for r in reversed(records) if r.owner is not None and r.owner != desired.owner),
+        (r.owner for r in reversed(since) if r.owner is not None and r.owner != desired.owner),
         None,
     )
     if foreign is not None:
@@ -68,9 +147,6 @@ def decide(desired: Desired, records: Sequence[Record]) -> Decision:
             Action.UNLOCK,
             f"revision {current.version} was left {current.status} by an earlier attempt",
         )
-
-    if current.status == "uninstalled":
-        return Decision(Action.INSTALL, "the release was uninstalled (history kept)")
 
     if not ours:
         return Decision(
@@ -93,20 +169,8 @@ def decide(desired: Desired, records: Sequence[Record]) -> Decision:
     return Decision(Action.NONE, f"revision {current.version} is {current.status}")
 
 
-@dataclass(frozen=True)
-class Attempts:
-    """What status remembers of earlier attempts at the same inputs."""
-
-    same_inputs: bool  # lastAttempted is this generation, chart digest and values digest
-    install_failures: int
-    upgrade_failures: int
-
-
-@dataclass(frozen=True)
-class RemediationPolicy:
-    install_retries: int
-    upgrade_retries: int
-    upgrade_strategy: str  # rollback | uninstall
+def _last_uninstalled(records: Sequence[Record]) -> int:
+    return max((r.version for r in records if r.status == "uninstalled"), default=0)
 
 
 def remediate(
@@ -156,6 +220,10 @@ def remediate(
     if decision.action in (Action.INSTALL, Action.UPGRADE):
         failures = attempts.install_failures if not deployed_before else attempts.upgrade_failures
         retries = policy.install_retries if not deployed_before else policy.upgrade_retries
+        if not deployed_before and attempts.upgrade_failures > policy.upgrade_retries:
+            # Upgrades of these inputs failed and remediation uninstalled the release
+            # (history not kept): installing them again would start the loop over.
+            failures, retries = attempts.upgrade_failures, policy.upgrade_retries
         if failures > retries:
             return Decision(
                 Action.STALL,

@@ -1,17 +1,18 @@
-"""Install or upgrade: render, check, dry-run, record, apply, prune, record again.
+"""Install, upgrade or roll back: render, plan, prove, record, apply, prune, record again.
 
 The order is what keeps a failure from losing anything:
-  1. render with the cluster's Capabilities and sort as Helm does;
-  2. dry-run the CRD/Namespace stage and the main stage in full (objects whose kind only a
-     CRD of this release defines, or in a namespace it creates, are dry-run right before
-     they are applied), and check ownership of every object the previous revision did not
-     have and the dry-run found existing;
+  1. render with the cluster's Capabilities and sort as Helm does (a rollback copies its
+     target revision instead), and plan every object (plan.py);
+  2. prove the revision (prove.py): dry-run the CRD/Namespace stage and the main stage in
+     full, check ownership of objects new to the release, and find unchanged objects that
+     were deleted by hand (they are applied again);
   3. only then create the pending revision record (create, never replace: a second writer
      of the same revision fails here and does nothing);
-  4. apply the stages, prune what the new revision dropped (keep-policy respected), and
-     mark the revision deployed and its predecessor superseded.
-A failure in 1-2 leaves the cluster and the release history untouched; in 4 it marks the
-new revision failed with the cause, as Helm does.
+  4. apply the stages, prune what the new revision dropped, wait, run hooks, and mark the
+     revision deployed and its predecessors superseded.
+A failure in 1-2 leaves the cluster and the release history untouched. Any failure in 4 —
+whatever raised it — marks the new revision failed with the cause, as Helm does, so no
+revision is left pending by an action that ended.
 """
 
 from __future__ import annotations
@@ -19,114 +20,63 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
-from rudder.chart.render import Renderer, RenderRequest
-from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError
+from rudder.chart.render import Renderer
+from rudder.kube.client import JSON
 from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.readiness import Outcome as ReadinessOutcome
 from rudder.kube.readiness import ReadinessReport, wait_until_ready
-from rudder.kube.ssa import (
-    Applier,
-    ObjectFailure,
-    ObjectRef,
-    StageRejected,
-    ensure_namespace,
-    take_over_fields,
+from rudder.kube.ssa import Applier, ObjectRef
+from rudder.reconcile.content import Content, crds_to_apply, revision_content
+from rudder.reconcile.deploy_failure import (
+    CRDNotEstablished,
+    DeployError,
+    NotReady,
+    as_deploy_error,
 )
-from rudder.reconcile.hooks import (
-    POST_INSTALL,
-    POST_ROLLBACK,
-    POST_UPGRADE,
-    PRE_INSTALL,
-    PRE_ROLLBACK,
-    PRE_UPGRADE,
-    HookFailed,
-    HookRunner,
-    action_message,
+from rudder.reconcile.hook_runner import HookFailed, HookRunner
+from rudder.reconcile.identity import ReleaseClients
+from rudder.reconcile.kinds import INSTALL, ActionKind
+from rudder.reconcile.plan import (
+    CRD,
+    Placement,
+    Plan,
+    PlanError,
+    Planned,
+    Planner,
+    mark_unchanged,
+    namespace_object,
 )
+from rudder.reconcile.prove import Ownership, ProofFailed, prove, recheck_unchanged
+from rudder.reconcile.prune import prune
 from rudder.release import history
-from rudder.release.chart_record import chart_from_archive
 from rudder.release.codec import GoTime, Hook, Info, Release
-from rudder.release.manifest import (
-    RESOURCE_POLICY_ANNOTATION,
-    Manifest,
-    assemble_manifest,
-    parse_document,
-    release_notes,
-    sort_manifests,
-    split_manifests,
-)
 from rudder.release.store import Record, ReleaseStore, ReleaseTooLarge, Stamp
 
 log = logging.getLogger(__name__)
 
-MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
-RELEASE_NAME_ANNOTATION = "meta.helm.sh/release-name"
-RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
+# Helm waits this long for a CRD of crds/ to be Established; rudder at most its timeout.
 CRD_ESTABLISHED_TIMEOUT = 60.0
 TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
-# An answer of the API server, or none at all.
-API_ERRORS: tuple[type[BaseException], ...] = (ApiError, *TRANSPORT_ERRORS)
-
-
-class NotReady(Exception):
-    def __init__(self, report: ReadinessReport) -> None:
-        super().__init__(report.message())
-        self.report = report
-
-
-class DeployError(Exception):
-    """The action failed; `reason` is the condition reason, `message` names the cause.
-    `recorded` tells whether a failed revision was written (the cluster was touched);
-    `transient` that the API server failed (unreachable, 429, 5xx), not the release."""
-
-    def __init__(
-        self,
-        reason: str,
-        message: str,
-        *,
-        recorded: bool = False,
-        stage: StageRejected | None = None,
-        retriable: bool = False,
-        superseded: bool = False,
-        readiness: ReadinessReport | None = None,
-        transient: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.superseded = superseded
-        self.transient = transient  # the API server failed, not the release
-        self.readiness = readiness
-        self.reason = reason
-        self.message = message
-        self.recorded = recorded
-        self.stage = stage
-        self.retriable = retriable
 
 
 @dataclass(frozen=True)
 class DeployRequest:
-    release_name: str
-    target_namespace: str
-    storage_namespace: str
+    kind: ActionKind
+    place: Placement
     chart_archive: bytes
     chart: Any  # helm_python.Chart, parsed once per digest by the chart source
     chart_name: str
     values: dict[str, Any]
     stamp: Stamp
     records: Sequence[Record]
-    is_install: bool
     crds_policy: str  # Create | CreateReplace | Skip
     create_namespace: bool
     take_ownership: bool
     force_conflicts: bool
     max_history: int
-    description: str
-    impersonate: str | None = None
     # After a revision written outside rudder: the managers whose fields rudder takes back.
     take_over_from: tuple[str, ...] = ()
     # The previous revision is rudder's and deployed: objects it rendered identically are
@@ -134,56 +84,21 @@ class DeployRequest:
     skip_unchanged: bool = False
     disable_hooks: bool = False
     disable_wait: bool = False
-    rollback_to: Record | None = None  # set: roll back to this revision instead of rendering
+    rollback_to: Record | None = None  # ROLLBACK: the revision whose content is copied
     cancel: asyncio.Event | None = None  # set when a newer generation of the spec arrives
     on_progress: Callable[[ReadinessReport], Awaitable[None]] | None = None
     # Scrubs values that came from Secrets out of messages stored in the release.
     redact: Callable[[str], str] = str
     timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
+    impersonate: str | None = None  # for the chart's `lookup` calls
 
     @property
-    def kind(self) -> ActionKind:
-        if self.rollback_to is not None:
-            return ROLLBACK
-        return INSTALL if self.is_install else UPGRADE
+    def is_install(self) -> bool:
+        return self.kind is INSTALL
 
-
-@dataclass(frozen=True)
-class ActionKind:
-    """How Helm words and records one kind of action."""
-
-    noun: str
-    pending_status: str
-    hook_events: tuple[str, str]
-    failed_reason: str
-
-    def in_progress(self, request: DeployRequest) -> str:
-        if self.noun == "Rollback" and request.rollback_to is not None:
-            return f"Rollback to {request.rollback_to.version}"
-        return f"{self.noun} in progress"
-
-    def failed_prefix(self, request: DeployRequest) -> str:
-        if self.noun == "Install":
-            return f'Release "{request.release_name}" failed: '
-        return f'{self.noun} "{request.release_name}" failed: '
-
-
-INSTALL = ActionKind("Install", "pending-install", (PRE_INSTALL, POST_INSTALL), "InstallFailed")
-UPGRADE = ActionKind("Upgrade", "pending-upgrade", (PRE_UPGRADE, POST_UPGRADE), "UpgradeFailed")
-ROLLBACK = ActionKind(
-    "Rollback", "pending-rollback", (PRE_ROLLBACK, POST_ROLLBACK), "RollbackFailed"
-)
-
-
-@dataclass(frozen=True)
-class _Content:
-    """What the new revision stores: rendered now, or copied from a rollback's target."""
-
-    manifest: str
-    hooks: list[Hook]
-    notes: str
-    chart: Any
-    config: dict[str, Any]
+    @property
+    def target_version(self) -> int | None:
+        return self.rollback_to.version if self.rollback_to is not None else None
 
 
 @dataclass
@@ -194,90 +109,6 @@ class DeployResult:
     objects: list[ObjectRef] = field(default_factory=list)
     pruned: list[ObjectRef] = field(default_factory=list)
     readiness: ReadinessReport | None = None
-
-
-def with_helm_metadata(obj: JSON, release_name: str, release_namespace: str) -> JSON:
-    """Helm's ownership metadata on an applied object (not in the stored manifest)."""
-    meta = dict(obj.get("metadata") or {})
-    labels = dict(meta.get("labels") or {})
-    annotations = dict(meta.get("annotations") or {})
-    labels[MANAGED_BY[0]] = MANAGED_BY[1]
-    annotations[RELEASE_NAME_ANNOTATION] = release_name
-    annotations[RELEASE_NAMESPACE_ANNOTATION] = release_namespace
-    meta["labels"] = labels
-    meta["annotations"] = annotations
-    return {**obj, "metadata": meta}
-
-
-def owned_by_release(live: JSON, release_name: str, release_namespace: str) -> bool:
-    meta = live.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    labels = meta.get("labels") or {}
-    return (
-        annotations.get(RELEASE_NAME_ANNOTATION) == release_name
-        and annotations.get(RELEASE_NAMESPACE_ANNOTATION) == release_namespace
-        and labels.get(MANAGED_BY[0]) == MANAGED_BY[1]
-    )
-
-
-def target_namespace(request: DeployRequest) -> JSON:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": request.target_namespace}}
-
-
-def mark_unchanged(planned: Sequence[_Planned], previous_manifest: str, namespace: str) -> None:
-    """Flag objects whose rendered form equals the previous revision's."""
-    before = manifest_identities(previous_manifest, namespace)
-    for item in planned:
-        old = before.get(item.ref.identity())
-        if old is None:
-            continue
-        rendered = dict(item.obj)
-        meta = dict(rendered.get("metadata") or {})
-        # Compare the chart's text, not what rudder adds when applying.
-        meta.pop("namespace", None)
-        old_meta = dict(old.get("metadata") or {})
-        old_meta.pop("namespace", None)
-        item.unchanged = strip_helm_metadata({**rendered, "metadata": meta}) == strip_helm_metadata(
-            {**old, "metadata": old_meta}
-        )
-
-
-def strip_helm_metadata(obj: JSON) -> JSON:
-    meta = dict(obj.get("metadata") or {})
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != MANAGED_BY[0]}
-    annotations = {
-        k: v
-        for k, v in (meta.get("annotations") or {}).items()
-        if k not in (RELEASE_NAME_ANNOTATION, RELEASE_NAMESPACE_ANNOTATION)
-    }
-    meta["labels"], meta["annotations"] = labels, annotations
-    return {**obj, "metadata": meta}
-
-
-def manifest_identities(
-    manifest_text: str, namespace: str
-) -> dict[tuple[str, str, str, str], JSON]:
-    """Objects of a stored manifest by identity (namespace defaulted to the release's)."""
-    out: dict[tuple[str, str, str, str], JSON] = {}
-    for index, document in enumerate(split_manifests(manifest_text)):
-        parsed = parse_document(document, f"manifest-{index}")
-        if parsed.resource is None:
-            continue
-        obj = parsed.resource
-        ref = ObjectRef.of(obj)
-        identity = (ref.group, ref.kind, ref.namespace or namespace, ref.name)
-        out[identity] = obj
-    return out
-
-
-@dataclass
-class _Planned:
-    """An object ready to apply, with its identity resolved against discovery."""
-
-    obj: JSON
-    ref: ObjectRef
-    cluster_scoped: bool
-    unchanged: bool = False  # same as in the deployed previous revision: no apply needed
 
 
 class _Progress:
@@ -299,101 +130,101 @@ class _Progress:
         return self.record
 
 
+@dataclass
+class _Applied:
+    plan: Plan
+    objects: list[JSON]  # the apply answers
+    pruned: list[ObjectRef]
+    report: ReadinessReport | None = None
+
+
 class Deployer:
-    def __init__(
-        self,
-        applier: Applier,
-        discovery: Discovery,
-        store: ReleaseStore,
-        renderer: Renderer,
-    ) -> None:
-        self.applier = applier
+    def __init__(self, discovery: Discovery, renderer: Renderer) -> None:
         self.discovery = discovery
-        self.store = store
         self.renderer = renderer
+        self.planner = Planner(discovery)
         self.hook_runner = HookRunner()
 
-    async def deploy(self, request: DeployRequest) -> DeployResult:
-        applier = self.applier.as_user(request.impersonate)
-        store = self.store.as_user(request.impersonate)
-        previous = history.latest(request.records)
+    async def deploy(self, request: DeployRequest, clients: ReleaseClients) -> DeployResult:
         revision = history.next_revision(request.records)
-        snapshot = await self.discovery.snapshot()
+        content = await revision_content(request, revision, self.discovery, self.renderer)
+        crds = await crds_to_apply(request, content.crds, clients.applier)
+        try:
+            plan = await self.planner.plan(
+                request.place, content.manifests, crds, create_namespace=request.create_namespace
+            )
+        except PlanError as error:
+            raise DeployError(error.reason, request.redact(error.message)) from error
+        plan.required_crds = [ObjectRef.of(crd) for crd in content.crds if crd not in crds]
+        adopted, proven = await self._prove(request, clients.applier, plan)
+        pending = self._pending_release(request, revision, content)
+        progress = await self._record(request, clients, pending)
+        try:
+            applied = await self._apply(request, clients.applier, progress, plan, adopted, proven)
+        except Exception as error:
+            raise await self._failed(request, progress, error) from error
+        return await self._finish(request, clients.store, progress, applied)
 
-        if request.rollback_to is None:
-            rendered = await self.renderer.render(
-                request.chart,
-                request.values,
-                RenderRequest(
-                    release_name=request.release_name,
-                    namespace=request.target_namespace,
-                    revision=revision,
-                    is_install=request.is_install,
-                    kube_version=snapshot.kube_version,
-                    api_versions=snapshot.api_versions,
-                    impersonate=request.impersonate,
-                ),
-            )
-            hooks, manifests = sort_manifests(rendered)
-            content = _Content(
-                manifest=assemble_manifest(manifests),
-                hooks=list(hooks),
-                notes=release_notes(rendered, request.chart_name),
-                chart=chart_from_archive(request.chart_archive, request.chart),
-                config=request.values,
-            )
-            crds = (
-                [document for crd in request.chart.crds for document in self._crd_documents(crd)]
-                if request.crds_policy != "Skip"
-                else []
-            )
-        else:
-            # Helm's rollback: the target revision's chart, values, manifest and hooks,
-            # copied into a new revision; crds/ are not touched.
-            target = request.rollback_to.release
-            manifests = [
-                parse_document(document, f"manifest-{index}")
-                for index, document in enumerate(split_manifests(target.manifest))
-            ]
-            content = _Content(
-                manifest=target.manifest,
-                hooks=list(target.hooks),
-                notes=target.info.notes if target.info else "",
-                chart=target.chart,
-                config=target.config,
-            )
-            crds = []
+    # -- 2. proof (1., the content, is content.py) ---------------------------------------
 
-        stage_one, stage_two, deferred = await self._plan(request, manifests, crds)
+    async def _prove(
+        self, request: DeployRequest, applier: Applier, plan: Plan
+    ) -> tuple[frozenset[ObjectRef], frozenset[ObjectRef]]:
+        """(objects to adopt, objects already dry-run); DeployError when the revision
+        cannot be applied. Nothing is written."""
+        previous = history.latest(request.records)
         if request.skip_unchanged and previous is not None:
-            mark_unchanged(stage_two, previous.release.manifest, request.target_namespace)
-        changed_one = [p.obj for p in stage_one if not p.unchanged]
-        changed_two = [p.obj for p in stage_two if not p.unchanged]
+            mark_unchanged(
+                plan.stage_two, previous.release.manifest, request.place.target_namespace
+            )
+            plan.live_unchanged = await recheck_unchanged(applier, plan.stage_two)
         # Objects in a namespace this release creates can only be dry-run once it exists:
         # apply_stage dry-runs those right before applying them.
-        new_namespaces = {p.ref.name for p in stage_one if p.ref.kind == "Namespace"}
-        early = [
-            p.obj for p in stage_two if not p.unchanged and p.ref.namespace not in new_namespaces
+        new_namespaces = {p.ref.name for p in plan.stage_one if p.ref.kind == "Namespace"}
+        early = plan.changed(plan.stage_one) + [
+            p.obj
+            for p in plan.stage_two
+            if not p.unchanged and p.ref.namespace not in new_namespaces
         ]
-        adopted = await self._prove(
-            applier, request, stage_one + stage_two + deferred, previous, changed_one + early
+        rule = Ownership(
+            release_name=request.place.release_name,
+            storage_namespace=request.place.storage_namespace,
+            target_namespace=request.place.target_namespace,
+            previous_manifest=(
+                previous.release.manifest
+                if previous is not None and previous.status != "uninstalled"
+                else None
+            ),
+            create_namespace=request.create_namespace,
+            take_ownership=request.take_ownership,
+            force_conflicts=request.force_conflicts,
+            take_over_from=request.take_over_from,
         )
-        proven = frozenset(ObjectRef.of(obj) for obj in changed_one + early)
+        try:
+            adopted = await prove(applier, rule, plan.planned + plan.deferred, early)
+        except ProofFailed as failed:
+            raise DeployError(failed.reason, failed.message, stage=failed.stage) from failed
+        return adopted, frozenset(ObjectRef.of(obj) for obj in early)
 
+    # -- 3. the pending record -------------------------------------------------------------
+
+    @staticmethod
+    def _pending_release(request: DeployRequest, revision: int, content: Content) -> Release:
         now = GoTime.now()
         first_deployed = now
+        previous = history.latest(request.records)
         if previous is not None and not request.is_install:
             info = previous.release.info
             if info is not None and info.first_deployed is not None:
                 first_deployed = info.first_deployed
-        pending = Release(
-            name=request.release_name,
+        return Release(
+            name=request.place.release_name,
             version=revision,
-            namespace=request.storage_namespace,
+            namespace=request.place.storage_namespace,
             info=Info(
                 first_deployed=first_deployed,
                 last_deployed=now,
-                description=request.kind.in_progress(request),
+                description=request.kind.describe_pending(request.target_version),
                 status=request.kind.pending_status,
                 notes=content.notes,
             ),
@@ -403,130 +234,71 @@ class Deployer:
             hooks=content.hooks,
             apply_method="ssa",
         )
+
+    @staticmethod
+    async def _record(
+        request: DeployRequest, clients: ReleaseClients, pending: Release
+    ) -> _Progress:
         try:
-            secret = store.new_secret(pending, request.stamp)
+            secret = clients.store.new_secret(pending, request.stamp)
         except ReleaseTooLarge as error:  # before anything is deleted or applied
             raise DeployError("ReleaseTooLarge", request.redact(str(error))) from error
         # Helm makes room before it stores the new revision (never the last deployed one).
-        doomed = history.revisions_to_prune(request.records, request.max_history)
-        for old in doomed:
-            await store.delete(request.storage_namespace, old.secret_name)
-        remaining = [r for r in request.records if r not in doomed]
-        if request.create_namespace and request.is_install:
+        for old in history.revisions_to_prune(request.records, request.max_history):
+            await clients.store.delete(request.place.storage_namespace, old.secret_name)
+        if request.create_namespace:
             # As Helm: the target namespace exists before the release record is written
             # there (the storage namespace defaults to it).
-            await applier.apply_stage([target_namespace(request)], force=False)
-        progress = _Progress(store, await store.create(secret), pending)
-        pre, post = (
-            (PRE_INSTALL, POST_INSTALL) if request.is_install else (PRE_UPGRADE, POST_UPGRADE)
-        )
-        action = "Install" if request.is_install else "Upgrade"
+            namespace = namespace_object(request.place.target_namespace)
+            await clients.applier.apply_stage([namespace], force=False)
+        return _Progress(clients.store, await clients.store.create(secret), pending)
 
+    # -- 4. apply, wait, hooks -------------------------------------------------------------
+
+    async def _apply(
+        self,
+        request: DeployRequest,
+        applier: Applier,
+        progress: _Progress,
+        plan: Plan,
+        adopted: frozenset[ObjectRef],
+        proven: frozenset[ObjectRef],
+    ) -> _Applied:
+        pre, post = request.kind.hook_events
+        force = request.force_conflicts
+        await self._hooks(progress, request, applier, pre)
+        objects = await applier.apply_stage(
+            plan.changed(plan.stage_one), force=force, forced=adopted, proven=proven
+        )
+        # Every CRD the release needs, also a crds/ one that existed and was not applied:
+        # the chart's objects depend on it being served.
+        crds = [p.ref for p in plan.stage_one if p.ref.kind == CRD] + plan.required_crds
+        await self._wait_established(applier, crds, min(request.timeout, CRD_ESTABLISHED_TIMEOUT))
+        if plan.deferred:
+            self.discovery.invalidate()
+            plan.stage_two += [await self._resolve_deferred(p.obj, request) for p in plan.deferred]
+        objects += await applier.apply_stage(
+            plan.changed(plan.stage_two), force=force, forced=adopted, proven=proven
+        )
+        pruned = await prune(applier, self.discovery, request.place, request.records, plan.planned)
+        applied = _Applied(plan, objects, pruned)
+        seen = objects + plan.live_unchanged
+        applied.report = await self._wait(request, applier, plan.planned, seen)
+        await self._hooks(progress, request, applier, post)
+        return applied
+
+    async def _resolve_deferred(self, obj: JSON, request: DeployRequest) -> Planned:
         try:
-            await self._hooks(progress, request, applier, pre)
-            applied = await applier.apply_stage(
-                changed_one, force=request.force_conflicts, forced=adopted, proven=proven
-            )
-            await self._wait_established(
-                applier, [p.ref for p in stage_one if p.ref.kind == "CustomResourceDefinition"]
-            )
-            if deferred:
-                self.discovery.invalidate()
-                resolved = [await self._resolve(p.obj, request) for p in deferred]
-                stage_two = stage_two + resolved
-                changed_two += [p.obj for p in resolved]
-            applied += await applier.apply_stage(
-                changed_two, force=request.force_conflicts, forced=adopted, proven=proven
-            )
-            pruned = await self._prune(applier, request, stage_one + stage_two)
-            report = await self._wait(request, applier, stage_one + stage_two, applied)
-            await self._hooks(progress, request, applier, post)
-        except StageRejected as rejected:
-            await progress.finish("failed", request.redact(f"{action} failed: {rejected}"))
-            raise DeployError(
-                "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
-                str(rejected),
-                recorded=True,
-                stage=rejected,
-            ) from rejected
-        except NotReady as not_ready:
-            report = not_ready.report
-            if report.outcome is ReadinessOutcome.CANCELLED:
-                await progress.finish("failed", f"{action} superseded by a newer spec")
-                raise DeployError(
-                    "Progressing",
-                    "a newer generation of the HelmRelease arrived; starting over",
-                    recorded=True,
-                    retriable=True,
-                    superseded=True,
-                ) from not_ready
-            message = request.redact(report.message())
-            await progress.finish("failed", f"{action} failed: {message}")
-            raise DeployError(
-                request.kind.failed_reason,
-                message,
-                recorded=True,
-                retriable=report.outcome is ReadinessOutcome.TIMEOUT,
-                readiness=report,
-            ) from not_ready
-        except HookFailed as failed:
-            progress.release = replace(progress.release, hooks=failed.hooks)
-            description = request.kind.failed_prefix(request) + request.redact(
-                action_message(failed.event, failed.message)
-            )
-            await progress.finish("failed", description)
-            raise DeployError(
-                request.kind.failed_reason,
-                description,
-                recorded=True,
-            ) from failed
-        except API_ERRORS as error:
-            transient = is_transient(error)
-            await progress.finish(
-                "failed", request.redact(f"{action} failed: {error}"), interrupted=transient
-            )
-            raise DeployError(
-                request.kind.failed_reason,
-                str(error),
-                recorded=True,
-                retriable=True,
-                transient=transient,
-            ) from error
-
-        # As Helm's upgrade: the revision upgraded from is the last deployed one (superseded
-        # like every deployed one); only with nothing deployed is a failed latest superseded.
-        # As Helm, the old ones are superseded before the new one is marked deployed: an
-        # interruption in between leaves a pending revision to retry, never two deployed.
-        upgraded_from = (
-            None
-            if request.is_install
-            or previous is None
-            or request.rollback_to is not None
-            or history.last_deployed(remaining) is not None
-            else previous.version
-        )
-        after = {record.version: record for record in remaining}
-        for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
-            after[old.version] = await store.update(
-                old, history.with_status(old.release, history.Status.SUPERSEDED)
-            )
-        done = await progress.finish("deployed", request.description)
-        pending = progress.release
-        after[done.version] = done
-        return DeployResult(
-            record=done,
-            release=replace(pending, info=replace(pending.info or Info(), status="deployed")),
-            records=sorted(after.values(), key=lambda record: record.version),
-            objects=[p.ref for p in stage_one + stage_two],
-            pruned=pruned,
-            readiness=report,
-        )
+            return await self.planner.resolve(obj, request.place)
+        except UnknownKind as error:
+            # Its CRD was applied and Established, yet the kind is not served.
+            raise PlanError("UnknownKind", f"{error} (its CRD does not serve it)") from error
 
     async def _wait(
         self,
         request: DeployRequest,
         applier: Applier,
-        planned: Sequence[_Planned],
+        planned: Sequence[Planned],
         applied: Sequence[JSON],
     ) -> ReadinessReport | None:
         """Wait until every object of the release is Current (kstatus), as Helm's watcher
@@ -555,200 +327,20 @@ class Deployer:
         hooks = await self.hook_runner.run(
             progress.release.hooks,
             event,
-            namespace=request.target_namespace,
-            release_name=request.release_name,
-            release_namespace=request.storage_namespace,
+            namespace=request.place.target_namespace,
+            release_name=request.place.release_name,
+            release_namespace=request.place.storage_namespace,
             timeout=request.timeout,
             applier=applier,
             record=progress.save,
         )
         await progress.save(hooks)
 
-    # -- planning ------------------------------------------------------------------------
-
     @staticmethod
-    def _crd_documents(crd: dict[str, str]) -> list[JSON]:
-        documents = []
-        for document in split_manifests(crd.get("data", "")):
-            loaded = yaml.safe_load(document)
-            if isinstance(loaded, dict) and loaded.get("kind"):
-                documents.append(loaded)
-        return documents
-
-    async def _resolve(self, obj: JSON, request: DeployRequest) -> _Planned:
-        resource = await self.discovery.resource(
-            str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
-        )
-        placed = ensure_namespace(obj, resource, request.target_namespace)
-        placed = with_helm_metadata(placed, request.release_name, request.storage_namespace)
-        return _Planned(placed, ObjectRef.of(placed), not resource.namespaced)
-
-    async def _plan(
-        self, request: DeployRequest, manifests: Sequence[Manifest], crds: Sequence[JSON]
-    ) -> tuple[list[_Planned], list[_Planned], list[_Planned]]:
-        stage_one: list[_Planned] = []
-        stage_two: list[_Planned] = []
-        deferred: list[_Planned] = []
-        new_kinds = {
-            (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
-            for crd in crds
-            for version in crd.get("spec", {}).get("versions", [])
-        }
-        if request.create_namespace and request.is_install:  # as Helm: on install only
-            namespace = target_namespace(request)
-            stage_one.append(_Planned(namespace, ObjectRef.of(namespace), True, unchanged=True))
-        existing_crds = await self._existing(crds) if request.crds_policy == "Create" else set()
-        for crd in crds:
-            name = crd.get("metadata", {}).get("name", "")
-            if name in existing_crds:
-                continue  # Create: never replace a CRD that is already there
-            stage_one.append(_Planned(crd, ObjectRef.of(crd), True))
-        for manifest in manifests:
-            obj = manifest.resource
-            if obj is None:
-                continue
-            api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
-            if kind == "CustomResourceDefinition":
-                for version in obj.get("spec", {}).get("versions", []):
-                    new_kinds.add(
-                        (f"{obj['spec']['group']}/{version['name']}", obj["spec"]["names"]["kind"])
-                    )
-            try:
-                planned = await self._resolve(obj, request)
-            except UnknownKind as error:
-                if (api_version, kind) in new_kinds:
-                    deferred.append(_Planned(obj, ObjectRef.of(obj), False))
-                    continue
-                raise DeployError(
-                    "RenderFailed",
-                    f"{manifest.path}: {error} (is its CRD installed?)",
-                ) from error
-            if kind in ("CustomResourceDefinition", "Namespace"):
-                stage_one.append(planned)
-            else:
-                stage_two.append(planned)
-        return stage_one, stage_two, deferred
-
-    async def _existing(self, crds: Sequence[JSON]) -> set[str]:
-        names = set()
-        for crd in crds:
-            name = crd.get("metadata", {}).get("name", "")
-            live = await self.applier.kube.get_or_none(
-                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-            )
-            if live is not None:
-                names.add(name)
-        return names
-
-    async def _prove(
-        self,
-        applier: Applier,
-        request: DeployRequest,
-        planned: Sequence[_Planned],
-        previous: Record | None,
-        objects: Sequence[JSON],
-    ) -> frozenset[ObjectRef]:
-        """Check ownership and dry-run `objects` (the stages that can be proven now) before
-        anything is written; returns the objects to adopt (apply with force).
-
-        The dry-run goes first: its answers tell which objects exist (a created object has
-        no resourceVersion yet), so only those are read for the ownership check. A rejected
-        dry-run is explained by ownership first, as Helm's "cannot be imported" is."""
-        if request.take_over_from:
-            # Fields move to rudder before the dry-run, so ownership is settled before that.
-            adopted = await self._check_ownership(applier, request, planned, previous)
-            await asyncio.gather(
-                *(
-                    take_over_fields(applier, p.ref, request.take_over_from)
-                    for p in planned
-                    if p.ref.kind != "Namespace" and p.ref not in adopted
-                )
-            )
-            await self._dry_run(applier, objects, request.force_conflicts, adopted)
-            return adopted
-        try:
-            answers = await self._dry_run(applier, objects, request.force_conflicts, frozenset())
-        except DeployError:
-            adopted = await self._check_ownership(applier, request, planned, previous)
-            if not adopted:
-                raise
-            await self._dry_run(applier, objects, request.force_conflicts, adopted)
-            return adopted
-        absent = {
-            ObjectRef.of(obj).identity()
-            for obj, answer in zip(objects, answers, strict=True)
-            if not (answer.get("metadata") or {}).get("resourceVersion")
-        }
-        return await self._check_ownership(applier, request, planned, previous, absent=absent)
-
-    async def _check_ownership(
-        self,
-        applier: Applier,
-        request: DeployRequest,
-        planned: Sequence[_Planned],
-        previous: Record | None,
-        *,
-        absent: AbstractSet[tuple[str, str, str, str]] = frozenset(),
-    ) -> frozenset[ObjectRef]:
-        """Objects new to this release must not belong to someone else (Helm's rule).
-        With takeOwnership they are adopted instead: returned, to be applied with force,
-        since adopting an object means taking the fields the chart sets on it. `absent`
-        objects are known not to exist and are not read."""
-        known: set[tuple[str, str, str, str]] = set(absent)
-        if previous is not None and previous.status not in ("uninstalled",):
-            known |= set(manifest_identities(previous.release.manifest, request.target_namespace))
-        candidates = [
-            p
-            for p in planned
-            if p.ref.kind not in ("CustomResourceDefinition",)
-            and p.ref.identity() not in known
-            and not (
-                p.ref.kind == "Namespace"
-                and request.create_namespace
-                and p.ref.name == request.target_namespace
-            )
-        ]
-        lives = await asyncio.gather(*(applier.get(p.ref) for p in candidates))
-        foreign = [
-            p.ref
-            for p, live in zip(candidates, lives, strict=True)
-            if live is not None
-            and not owned_by_release(live, request.release_name, request.storage_namespace)
-        ]
-        if foreign and request.take_ownership:
-            return frozenset(foreign)
-        if foreign:
-            names = ", ".join(str(ref) for ref in foreign[:5])
-            raise DeployError(
-                "OwnershipConflict",
-                f"{names} already exist{'s' if len(foreign) == 1 else ''} and "
-                f"{'is' if len(foreign) == 1 else 'are'} not part of release "
-                f"{request.release_name}; set takeOwnership to adopt "
-                f"{'it' if len(foreign) == 1 else 'them'}",
-            )
-        return frozenset()
-
-    async def _dry_run(
-        self,
-        applier: Applier,
-        objects: Sequence[JSON],
-        force: bool,
-        forced: AbstractSet[ObjectRef],
-    ) -> list[JSON]:
-        """The API server's answers, in the order of `objects`."""
-        if not objects:
-            return []
-        try:
-            return await applier.dry_run_stage(objects, force=force, forced=forced)
-        except StageRejected as rejected:
-            raise DeployError(
-                "ApplyConflict" if rejected.conflicts else _failure_reason(rejected.failures),
-                str(rejected),
-                stage=rejected,
-            ) from rejected
-
-    async def _wait_established(self, applier: Applier, crds: Sequence[ObjectRef]) -> None:
-        deadline = asyncio.get_running_loop().time() + CRD_ESTABLISHED_TIMEOUT
+    async def _wait_established(
+        applier: Applier, crds: Sequence[ObjectRef], seconds: float
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
         for ref in crds:
             while True:
                 live = await applier.get(ref)
@@ -758,65 +350,74 @@ class Deployer:
                 ):
                     break
                 if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(
-                        f"{ref} was not Established within {CRD_ESTABLISHED_TIMEOUT:.0f}s"
+                    why = "; ".join(
+                        f"{c.get('type')}={c.get('status')}: {c.get('message', '')}"
+                        for c in conditions
+                        if c.get("status") != "True"
+                    )
+                    raise CRDNotEstablished(
+                        f"{ref} was not Established within {seconds:.0f}s"
+                        + (f" ({why})" if why else "")
                     )
                 await asyncio.sleep(0.5)
 
-    async def _prune(
-        self, applier: Applier, request: DeployRequest, applied: Sequence[_Planned]
-    ) -> list[ObjectRef]:
-        """Delete what the live revisions had and this one dropped (keep-policy respected).
-        Objects only a failed or interrupted revision named are deleted only when the live
-        object carries this release's ownership metadata."""
-        live = history.live_revisions(request.records)
-        if not live:
-            return []
-        trusted = live[0] if live[0].status == history.Status.DEPLOYED else None
-        old: dict[tuple[str, str, str, str], JSON] = {}
-        for record in live:  # the newest revision's form of an object wins
-            old.update(manifest_identities(record.release.manifest, request.target_namespace))
-        vouched = (
-            set(manifest_identities(trusted.release.manifest, request.target_namespace))
-            if trusted is not None
-            else set()
+    # -- the end of the action ---------------------------------------------------------------
+
+    async def _failed(
+        self, request: DeployRequest, progress: _Progress, error: Exception
+    ) -> DeployError:
+        """Record the revision failed (whatever the cause) and say why."""
+        noun = request.kind.noun
+        failure = as_deploy_error(error, request.kind, request.place.release_name, request.redact)
+        if failure.superseded:
+            description = f"{noun} superseded by a newer spec"
+        elif isinstance(error, HookFailed):
+            progress.release = replace(progress.release, hooks=error.hooks)
+            description = failure.message
+        else:
+            prefix = request.kind.failed_prefix.format(release=request.place.release_name)
+            description = request.redact(prefix + failure.message)
+        await progress.finish("failed", description, interrupted=failure.transient)
+        return failure
+
+    @staticmethod
+    async def _finish(
+        request: DeployRequest, store: ReleaseStore, progress: _Progress, applied: _Applied
+    ) -> DeployResult:
+        # As Helm's upgrade: the revision upgraded from is the last deployed one (superseded
+        # like every deployed one); only with nothing deployed is a failed latest superseded.
+        # As Helm, the old ones are superseded before the new one is marked deployed: an
+        # interruption in between leaves a pending revision to retry, never two deployed.
+        remaining = _kept(request)
+        previous = history.latest(request.records)
+        upgraded_from = (
+            None
+            if request.is_install
+            or previous is None
+            or request.rollback_to is not None
+            or history.last_deployed(remaining) is not None
+            else previous.version
         )
-        kept = {p.ref.identity() for p in applied}
-        # Cluster-scoped objects have no namespace in their identity.
-        kept |= {(g, k, request.target_namespace, n) for (g, k, ns, n) in kept if not ns}
-        pruned = []
-        for identity, obj in old.items():
-            if identity in kept:
-                continue
-            annotations = obj.get("metadata", {}).get("annotations") or {}
-            if str(annotations.get(RESOURCE_POLICY_ANNOTATION, "")).strip().lower() == "keep":
-                continue
-            ref = ObjectRef(str(obj.get("apiVersion", "")), identity[1], identity[2], identity[3])
-            try:
-                resource = await self.discovery.resource(ref.api_version, ref.kind)
-            except UnknownKind:
-                continue
-            if not resource.namespaced:
-                ref = ObjectRef(ref.api_version, ref.kind, "", ref.name)
-            if identity not in vouched:
-                current = await applier.get(ref)
-                if current is None or not owned_by_release(
-                    current, request.release_name, request.storage_namespace
-                ):
-                    continue
-            if await applier.delete(ref):
-                pruned.append(ref)
-        return pruned
+        revision = progress.record.version
+        after = {record.version: record for record in remaining}
+        for old in history.superseded_by(remaining, revision, upgraded_from=upgraded_from):
+            after[old.version] = await store.update(
+                old, history.with_status(old.release, history.Status.SUPERSEDED)
+            )
+        done = await progress.finish("deployed", request.kind.describe_done(request.target_version))
+        after[done.version] = done
+        release = progress.release
+        return DeployResult(
+            record=done,
+            release=replace(release, info=replace(release.info or Info(), status="deployed")),
+            records=sorted(after.values(), key=lambda record: record.version),
+            objects=[p.ref for p in applied.plan.planned],
+            pruned=applied.pruned,
+            readiness=applied.report,
+        )
 
 
-def is_transient(error: BaseException) -> bool:
-    """An error of the API server or the connection to it, not of what was sent."""
-    if isinstance(error, ApiError):
-        return error.code in TRANSIENT_CODES
-    return isinstance(error, TRANSPORT_ERRORS)
-
-
-def _failure_reason(failures: Sequence[ObjectFailure]) -> str:
-    if any(failure.code == 403 for failure in failures):
-        return "AccessDenied"
-    return "ApplyFailed"
+def _kept(request: DeployRequest) -> list[Record]:
+    """The records left after making room for the new revision."""
+    doomed = history.revisions_to_prune(request.records, request.max_history)
+    return [r for r in request.records if r not in doomed]

@@ -17,13 +17,22 @@ import yaml
 
 from rudder.kube.client import ApiError
 from rudder.kube.ssa import Applier, ObjectRef
-from rudder.model import HelmReleaseSpec
-from rudder.reconcile.hooks import POST_DELETE, PRE_DELETE, HookFailed, HookRunner
+from rudder.model import UninstallSpec
+from rudder.reconcile.hook_events import POST_DELETE, PRE_DELETE
+from rudder.reconcile.hook_runner import HookFailed, HookRunner
+from rudder.reconcile.identity import Identity, ReleaseClients
 from rudder.release.codec import GoTime, Info
 from rudder.release.manifest import split_manifests, uninstall_order
-from rudder.release.store import Record, ReleaseStore
+from rudder.release.store import Record
 
 PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan"}
+
+
+@dataclass(frozen=True)
+class UninstallRequest:
+    identity: Identity
+    options: UninstallSpec
+    timeout: float  # per hook wait
 
 
 @dataclass(frozen=True)
@@ -54,39 +63,71 @@ def crd_kinds(record: Record) -> set[tuple[str, str]]:
 
 
 class Uninstaller:
-    def __init__(self, applier: Applier, store: ReleaseStore) -> None:
-        self.applier = applier
-        self.store = store
+    def __init__(self) -> None:
         self.hook_runner = HookRunner()
 
     async def _hooks(
-        self, spec: HelmReleaseSpec, applier: Applier, record: Record, event: str
+        self, request: UninstallRequest, applier: Applier, record: Record, event: str
     ) -> None:
         release = record.release
-        if spec.uninstall.disable_hooks or not any(event in h.events for h in release.hooks):
+        if request.options.disable_hooks or not any(event in h.events for h in release.hooks):
             return
         await self.hook_runner.run(
             release.hooks,
             event,
-            namespace=spec.target_namespace,
-            release_name=spec.release_name,
-            release_namespace=spec.storage_namespace,
-            timeout=spec.timeout,
+            namespace=request.identity.target_namespace,
+            release_name=request.identity.release_name,
+            release_namespace=request.identity.storage_namespace,
+            timeout=request.timeout,
             applier=applier,
         )
 
-    async def uninstall(self, spec: HelmReleaseSpec, records: Sequence[Record]) -> UninstallOutcome:
-        applier = self.applier.as_user(spec.service_account_user)
-        store = self.store.as_user(spec.service_account_user)
+    async def uninstall(
+        self, request: UninstallRequest, records: Sequence[Record], clients: ReleaseClients
+    ) -> UninstallOutcome:
+        identity = request.identity
         newest = max(records, key=lambda r: r.version)
         if newest.status == "uninstalled":
-            return UninstallOutcome(True, f"Release {spec.release_name} was already uninstalled")
+            return UninstallOutcome(
+                True, f"Release {identity.release_name} was already uninstalled"
+            )
         try:
             # As Helm: a failed pre-delete hook deletes nothing.
-            await self._hooks(spec, applier, newest, PRE_DELETE)
+            await self._hooks(request, clients.applier, newest, PRE_DELETE)
         except HookFailed as failed:
             return UninstallOutcome(False, f"pre-delete hook failed: {failed.message}", 10.0)
-        propagation = PROPAGATION.get(spec.uninstall.deletion_propagation, "Background")
+        deleted, errors = await self._delete_objects(request, clients.applier, newest)
+        if errors:
+            return UninstallOutcome(False, "Uninstall failed: " + "; ".join(errors[:5]), 10.0)
+        post_delete_error = ""
+        try:
+            await self._hooks(request, clients.applier, newest, POST_DELETE)
+        except HookFailed as failed:  # as Helm: reported, but the release is still removed
+            post_delete_error = f"; post-delete hook failed: {failed.message}"
+
+        if request.options.keep_history:
+            release = newest.release
+            info = replace(
+                release.info or Info(),
+                status="uninstalled",
+                deleted=GoTime.now(),
+                description="Uninstallation complete",
+            )
+            await clients.store.update(newest, replace(release, info=info))
+        else:
+            for record in records:
+                await clients.store.delete(identity.storage_namespace, record.secret_name)
+        return UninstallOutcome(
+            True,
+            f"Uninstalled {identity.release_name}: {deleted} objects deleted{post_delete_error}",
+        )
+
+    @staticmethod
+    async def _delete_objects(
+        request: UninstallRequest, applier: Applier, newest: Record
+    ) -> tuple[int, list[str]]:
+        """Delete the newest revision's objects in Helm's uninstall order; (count, errors)."""
+        propagation = PROPAGATION.get(request.options.deletion_propagation, "Background")
         protected = crd_kinds(newest)
         errors = []
         deleted = 0
@@ -101,7 +142,9 @@ class Uninstaller:
                 resource = await applier.resource_of(obj)
             except LookupError:
                 continue  # the kind is no longer served: the object went with its CRD
-            namespace = (ref.namespace or spec.target_namespace) if resource.namespaced else ""
+            namespace = (
+                (ref.namespace or request.identity.target_namespace) if resource.namespaced else ""
+            )
             try:
                 if await applier.delete(
                     ObjectRef(ref.api_version, ref.kind, namespace, ref.name),
@@ -110,26 +153,4 @@ class Uninstaller:
                     deleted += 1
             except ApiError as error:
                 errors.append(f"{ref}: {error.message or error.reason}")
-        if errors:
-            return UninstallOutcome(False, "Uninstall failed: " + "; ".join(errors[:5]), 10.0)
-        post_delete_error = ""
-        try:
-            await self._hooks(spec, applier, newest, POST_DELETE)
-        except HookFailed as failed:  # as Helm: reported, but the release is still removed
-            post_delete_error = f"; post-delete hook failed: {failed.message}"
-
-        if spec.uninstall.keep_history:
-            release = newest.release
-            info = replace(
-                release.info or Info(),
-                status="uninstalled",
-                deleted=GoTime.now(),
-                description="Uninstallation complete",
-            )
-            await store.update(newest, replace(release, info=info))
-        else:
-            for record in records:
-                await store.delete(spec.storage_namespace, record.secret_name)
-        return UninstallOutcome(
-            True, f"Uninstalled {spec.release_name}: {deleted} objects deleted{post_delete_error}"
-        )
+        return deleted, errors

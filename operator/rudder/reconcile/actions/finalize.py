@@ -1,0 +1,57 @@
+"""Deletion: uninstall the release this HelmRelease drives, or let go of it untouched.
+
+Which one is decide's call (`drives`): a release none of whose revisions this HelmRelease
+wrote is never uninstalled, nor is a suspended HelmRelease's. Uninstalling is done as the
+release's identity (recorded in status when the spec no longer parses) and gives up after
+the timeout, so deletion never hangs.
+"""
+
+from __future__ import annotations
+
+from rudder.model import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT_TEXT
+from rudder.model import UninstallSpec, parse_duration
+from rudder.observe import metrics
+from rudder.reconcile.context import Context, Services, patch_finalizer
+from rudder.reconcile.manager import Outcome
+from rudder.reconcile.uninstall import UninstallRequest
+
+DEFAULT_TIMEOUT = parse_duration(DEFAULT_TIMEOUT_TEXT)
+
+
+async def forget(services: Services, ctx: Context) -> Outcome:
+    return Outcome(requeue_after=None)
+
+
+async def let_go(services: Services, ctx: Context) -> Outcome:
+    say = services.events.warning if ctx.decision.warning else services.events.normal
+    await say(ctx.target.body, "UninstallSkipped", ctx.decision.reason)
+    await patch_finalizer(services.kube, ctx.target, present=False)
+    return Outcome(requeue_after=None)
+
+
+async def finalize(services: Services, ctx: Context) -> Outcome:
+    spec = ctx.observed.spec
+    timeout = spec.timeout if spec is not None else DEFAULT_TIMEOUT
+    request = UninstallRequest(
+        ctx.identity, spec.uninstall if spec is not None else UninstallSpec(), timeout
+    )
+    # Revisions another HelmRelease wrote (an uninstalled history it kept) stay.
+    records = [r for r in ctx.observed.records if r.owner in (None, ctx.target.owner)]
+    outcome = await services.uninstaller.uninstall(request, records, ctx.clients)
+    metrics.record_action("uninstall", "success" if outcome.done else "failure")
+    if outcome.done:
+        await services.events.normal(ctx.target.body, "UninstallSucceeded", outcome.message)
+    elif ctx.target.deleting_for() < timeout:
+        ctx.draft.failed("UninstallFailed", outcome.message, stalled=False)
+        await ctx.write_status()
+        return Outcome(requeue_after=outcome.retry_after)
+    else:
+        # Deletion never hangs forever: after the timeout the HelmRelease goes, and the
+        # event names what could not be removed.
+        await services.events.warning(
+            ctx.target.body,
+            "UninstallFailed",
+            f"{outcome.message}; gave up after {timeout:.0f}s and removed the finalizer",
+        )
+    await patch_finalizer(services.kube, ctx.target, present=False)
+    return Outcome(requeue_after=None)

@@ -1,0 +1,101 @@
+"""What a new revision stores: rendered now with the cluster's Capabilities, or copied
+from a rollback's target revision; and which of the chart's crds/ to apply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rudder.chart.render import Renderer, RenderRequest
+from rudder.kube.client import JSON
+from rudder.kube.discovery import Discovery
+from rudder.kube.ssa import Applier, ObjectRef
+from rudder.reconcile.deploy_failure import DeployError
+from rudder.reconcile.plan import PlanError, crd_documents
+from rudder.release.chart_record import chart_from_archive
+from rudder.release.codec import Hook
+from rudder.release.manifest import (
+    Manifest,
+    assemble_manifest,
+    parse_document,
+    release_notes,
+    sort_manifests,
+    split_manifests,
+)
+
+if TYPE_CHECKING:
+    from rudder.reconcile.deploy import DeployRequest
+
+
+@dataclass(frozen=True)
+class Content:
+    """What the new revision stores: rendered now, or copied from a rollback's target."""
+
+    manifest: str
+    hooks: list[Hook]
+    notes: str
+    chart: Any
+    config: dict[str, Any]
+    manifests: list[Manifest]
+    crds: list[JSON]
+
+
+async def revision_content(
+    request: DeployRequest, revision: int, discovery: Discovery, renderer: Renderer
+) -> Content:
+    if request.rollback_to is not None:
+        # Helm's rollback: the target revision's chart, values, manifest and hooks,
+        # copied into a new revision; crds/ are not touched.
+        target = request.rollback_to.release
+        return Content(
+            manifest=target.manifest,
+            hooks=list(target.hooks),
+            notes=target.info.notes if target.info else "",
+            chart=target.chart,
+            config=target.config,
+            manifests=[
+                parse_document(document, f"manifest-{index}")
+                for index, document in enumerate(split_manifests(target.manifest))
+            ],
+            crds=[],
+        )
+    snapshot = await discovery.snapshot()
+    rendered = await renderer.render(
+        request.chart,
+        request.values,
+        RenderRequest(
+            release_name=request.place.release_name,
+            namespace=request.place.target_namespace,
+            revision=revision,
+            is_install=request.is_install,
+            kube_version=snapshot.kube_version,
+            api_versions=snapshot.api_versions,
+            impersonate=request.impersonate,
+        ),
+    )
+    hooks, manifests = sort_manifests(rendered)
+    try:
+        crds = crd_documents(request.chart.crds) if request.crds_policy != "Skip" else []
+    except PlanError as error:
+        raise DeployError(error.reason, request.redact(error.message)) from error
+    return Content(
+        manifest=assemble_manifest(manifests),
+        hooks=list(hooks),
+        notes=release_notes(rendered, request.chart_name),
+        chart=chart_from_archive(request.chart_archive, request.chart),
+        config=request.values,
+        manifests=list(manifests),
+        crds=crds,
+    )
+
+
+async def crds_to_apply(
+    request: DeployRequest, crds: Sequence[JSON], applier: Applier
+) -> list[JSON]:
+    """crds/ policy Create never replaces a CRD that is already there."""
+    if request.crds_policy != "Create" or not crds:
+        return list(crds)
+    lives = await asyncio.gather(*(applier.get(ObjectRef.of(crd)) for crd in crds))
+    return [crd for crd, live in zip(crds, lives, strict=True) if live is None]

@@ -1,0 +1,81 @@
+"""What an action is handed: the shared services, and this reconcile's state.
+
+`Services` holds rudder's own parts (its client is for the HelmRelease object, its status
+and events only); everything an action does to the release goes through
+`ctx.clients`, which acts as the release's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rudder.chart.source import ChartSource
+from rudder.config import OperatorConfig
+from rudder.kube.client import MERGE_PATCH, ApiError, KubeClient
+from rudder.model import HelmReleaseSpec
+from rudder.observe.events import EventRecorder
+from rudder.reconcile.decide import Decision
+from rudder.reconcile.deploy import Deployer
+from rudder.reconcile.identity import Identity, ReleaseClients
+from rudder.reconcile.manager import Run
+from rudder.reconcile.observe import with_history
+from rudder.reconcile.observed import Observed
+from rudder.reconcile.status import StatusDraft
+from rudder.reconcile.target import Target
+from rudder.reconcile.uninstall import Uninstaller
+
+
+@dataclass
+class Services:
+    kube: KubeClient  # rudder itself: the HelmRelease, its status, its finalizer
+    events: EventRecorder
+    charts: ChartSource
+    deployer: Deployer
+    uninstaller: Uninstaller
+    config: OperatorConfig
+    instance: str  # this operator process, stamped on the revisions it writes
+
+
+@dataclass
+class Context:
+    target: Target
+    draft: StatusDraft
+    run: Run
+    observed: Observed
+    decision: Decision
+    write_status: Callable[[], Awaitable[None]]
+
+    @property
+    def spec(self) -> HelmReleaseSpec:
+        assert self.observed.spec is not None, "an action on the release needs its spec"
+        return self.observed.spec
+
+    @property
+    def identity(self) -> Identity:
+        assert self.observed.identity is not None
+        return self.observed.identity
+
+    @property
+    def clients(self) -> ReleaseClients:
+        assert self.observed.clients is not None
+        return self.observed.clients
+
+    async def history(self) -> Observed:
+        """The release's records read again (as the identity), e.g. after an action."""
+        self.observed = await with_history(self.observed)
+        return self.observed
+
+
+async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) -> None:
+    """Add or remove rudder's finalizer (as rudder: the HelmRelease is rudder's object)."""
+    try:
+        await kube.request(
+            "PATCH",
+            target.path,
+            body=target.finalizers_patch(present=present),
+            content_type=MERGE_PATCH,
+        )
+    except ApiError as error:
+        if error.code != 404 or present:
+            raise

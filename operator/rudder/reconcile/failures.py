@@ -1,0 +1,77 @@
+"""One table from an error to what status says of it: reason, stalled, counted.
+
+- `stalled`: retrying cannot help without a change of spec or of the world (Stalled=True,
+  no requeue); otherwise a retry is scheduled with backoff (Reconciling=True).
+- `counted`: a failed revision was written for these inputs, so it counts against the
+  remediation retries; failures before anything was written, and failures of the API
+  server itself, do not.
+- `unreachable`: only errors of the API connection; they are retried within seconds.
+
+Every message passes through `redact`: Helm and the API server may quote values, and values
+may come from Secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rudder.chart.errors import ChartError
+from rudder.chart.render import RenderError
+from rudder.kube.client import TRANSPORT_ERRORS, ApiError
+from rudder.model import SpecError
+from rudder.reconcile.deploy_failure import DeployError
+from rudder.reconcile.values_sources import ValuesSourceError
+from rudder.release.manifest import ManifestError
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    stalled: bool
+    counted: bool = False
+    unreachable: bool = False
+    retry_after: float | None = None  # sooner than the interval (a dependency re-check)
+
+
+def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failure:
+    """What `error` means for the HelmRelease's status."""
+    if isinstance(error, DeployError):
+        conflicted = error.stage is not None and bool(error.stage.conflicts)
+        return Failure(
+            error.reason,
+            redact(error.message),
+            stalled=not error.retriable and not conflicted,
+            counted=error.recorded and not error.transient,
+        )
+    if isinstance(error, ChartError):
+        return Failure(error.reason, error.message, stalled=not error.retriable)
+    if isinstance(error, ValuesSourceError):
+        return Failure("ValuesSourceNotFound", error.message, stalled=False)
+    if isinstance(error, RenderError):
+        return Failure(error.reason, redact(error.message), stalled=True)
+    if isinstance(error, ManifestError):
+        return Failure("RenderFailed", redact(str(error)), stalled=True)
+    if isinstance(error, SpecError):
+        return Failure("InvalidSpec", str(error), stalled=True)
+    if isinstance(error, ApiError):
+        reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
+        return Failure(reason, redact(str(error)), stalled=False)
+    if isinstance(error, TRANSPORT_ERRORS):
+        message = f"the API server could not be reached: {error!r}"
+        return Failure("KubernetesAPIError", message, stalled=False, unreachable=True)
+    raise TypeError(f"no status for {type(error).__name__}") from error
+
+
+# The errors `classify` knows: what an action may raise for status to report.
+REPORTED: tuple[type[BaseException], ...] = (
+    DeployError,
+    ChartError,
+    ValuesSourceError,
+    RenderError,
+    ManifestError,
+    SpecError,
+    ApiError,
+    *TRANSPORT_ERRORS,
+)

@@ -1,0 +1,82 @@
+"""Which release a HelmRelease drives, and as whom every request for that release is made.
+
+The identity is resolved once, first, from the spec (tenancy applied) or — when the spec
+cannot be parsed — from what status last recorded, so deletion works with any spec. Actions
+receive `ReleaseClients` built from it and never rudder's own client: a request for a
+release made as rudder itself has no way to be written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rudder.kube.client import KubeClient
+from rudder.kube.ssa import Applier
+from rudder.model import HelmReleaseSpec
+from rudder.release.store import ReleaseStore
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    release_name: str
+    storage_namespace: str
+    target_namespace: str
+    service_account: str  # name in the HelmRelease's namespace; "" acts as rudder itself
+    user: str | None  # the impersonated user, None for rudder itself
+
+    @classmethod
+    def of(cls, spec: HelmReleaseSpec) -> Identity:
+        return cls(
+            release_name=spec.release_name,
+            storage_namespace=spec.storage_namespace,
+            target_namespace=spec.target_namespace,
+            service_account=spec.service_account_name or "",
+            user=spec.service_account_user,
+        )
+
+    @classmethod
+    def recorded(cls, status: Mapping[str, Any] | None, namespace: str) -> Identity | None:
+        """The identity status last recorded (None when no release was ever recorded)."""
+        release = (status or {}).get("release") or {}
+        name, storage = release.get("name"), release.get("namespace")
+        if not name or not storage:
+            return None
+        account = str(release.get("serviceAccountName") or "")
+        return cls(
+            release_name=str(name),
+            storage_namespace=str(storage),
+            # Recorded since targetNamespace could differ; older status: Helm's default.
+            target_namespace=str(release.get("targetNamespace") or storage),
+            service_account=account,
+            user=service_account_user(namespace, account) if account else None,
+        )
+
+    def as_status(self) -> dict[str, str]:
+        fields = {
+            "name": self.release_name,
+            "namespace": self.storage_namespace,
+            "targetNamespace": self.target_namespace,
+        }
+        if self.service_account:
+            fields["serviceAccountName"] = self.service_account
+        return fields
+
+
+@dataclass(frozen=True)
+class ReleaseClients:
+    """Everything that talks to the API for one release, all as its identity."""
+
+    kube: KubeClient
+    applier: Applier
+    store: ReleaseStore
+
+    @classmethod
+    def acting_as(cls, user: str | None, kube: KubeClient, applier: Applier) -> ReleaseClients:
+        scoped = kube.impersonate(user)
+        return cls(scoped, applier.as_user(user), ReleaseStore(scoped))
