@@ -202,3 +202,23 @@ def test_every_request_for_a_release_is_made_as_its_service_account(
     assert any(
         r.resource == "secrets" and r.verb == "delete" for r in as_tenant if r.namespace == ns
     )
+
+
+def test_a_finalizer_removed_by_hand_is_put_back(
+    cluster: Cluster, rudder: OperatorProcess, chart_ref: str
+) -> None:
+    ns = unique("refinalize")
+    apply_helmrelease(cluster, "app", ns, {"chart": {"ref": chart_ref, "insecure": True}})
+    hr = wait_for_condition(cluster, ns, "app", "Ready")
+    assert hr["metadata"]["finalizers"] == ["rudder.dev/finalizer"]
+    cluster.kubectl(
+        "patch", "helmrelease", "app", "-n", ns, "--type=json",
+        "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+    )  # fmt: skip
+    cluster.kubectl("annotate", "helmrelease", "app", "-n", ns, "rudder.dev/requestedAt=now")
+    wait_for(
+        lambda: get_json(cluster, "helmrelease", "app", "-n", ns)["metadata"].get("finalizers"),
+        what="the finalizer to be put back",
+    )
+    cluster.kubectl("delete", "helmrelease", "app", "-n", ns)
+    assert not get_json(cluster, "configmap", "app-config", "-n", ns)
