@@ -222,3 +222,43 @@ def test_a_finalizer_removed_by_hand_is_put_back(
     )
     cluster.kubectl("delete", "helmrelease", "app", "-n", ns)
     assert not get_json(cluster, "configmap", "app-config", "-n", ns)
+
+
+def test_deletion_uninstalls_the_recorded_release_after_an_uninstalled_rename(
+    cluster: Cluster, rudder: OperatorProcess, chart_ref: str
+) -> None:
+    # The release that holds objects is the one status recorded, not the one a newer spec
+    # names but never installed (its chart is missing).
+    ns = unique("renamed")
+    apply_helmrelease(cluster, "app", ns, {"chart": {"ref": chart_ref, "insecure": True}})
+    wait_for_condition(cluster, ns, "app", "Ready")
+    repository = chart_ref.split("@", 1)[0]
+    moved = {"chart": {"ref": f"{repository}@{MISSING_DIGEST}", "insecure": True},
+             "releaseName": "renamed"}  # fmt: skip
+    apply_helmrelease(cluster, "app", ns, moved)
+    wait_for_condition(cluster, ns, "app", "Ready", status="False", reason="ChartNotFound")
+    cluster.kubectl("delete", "helmrelease", "app", "-n", ns)
+    assert not get_json(cluster, "configmap", "app-config", "-n", ns)
+    assert release_secrets(cluster, ns, "app") == []
+
+
+def test_a_deletion_that_cannot_even_read_the_release_gives_up_after_the_timeout(
+    cluster: Cluster, rudder: OperatorProcess, chart_ref: str
+) -> None:
+    # As when a tenant's namespace is deleted: its RoleBinding goes first, so the release
+    # can no longer be read as the tenant. Deletion must end, and say what it left.
+    ns = unique("no-rights")
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("apply", "-f", "-", input=TENANT_RBAC.format(ns=ns))
+    spec = {"chart": {"ref": chart_ref, "insecure": True}, "serviceAccountName": "deployer",
+            "timeout": "10s"}  # fmt: skip
+    apply_helmrelease(cluster, "app", ns, spec)
+    wait_for_condition(cluster, ns, "app", "Ready")
+    cluster.kubectl("delete", "rolebinding", "deployer", "-n", ns)
+    cluster.kubectl("delete", "helmrelease", "app", "-n", ns, "--wait=false")
+    wait_for(lambda: gone(cluster, ns, "app"), timeout=60, what="the HelmRelease to go")
+    warned = wait_for(
+        lambda: [e for e in events(cluster, ns, "app") if e["reason"] == "UninstallFailed"],
+        what="a Warning event naming what was left",
+    )
+    assert "gave up after 10s" in warned[0]["message"]

@@ -12,6 +12,7 @@ from rudder.reconcile.decide import (
     Desired,
     RemediationPolicy,
     decide,
+    drives,
     remediate,
 )
 from rudder.release.store import (
@@ -161,3 +162,46 @@ def test_a_plain_failed_revision_is_remediations_call() -> None:
     )
     same = Attempts(same_inputs=True, install_failures=0, upgrade_failures=1)
     assert remediate(decide(DESIRED, records), records, same, no_retries).action is Action.STALL
+
+
+def test_an_interrupted_remediation_rollback_is_done_again() -> None:
+    # Retries spent, the rollback (carrying revision 1's digests) was cut short by a crash
+    # and unlocked: roll back again instead of stalling halfway.
+    rollback = interrupted(4)
+    rollback.secret["metadata"]["annotations"][CHART_DIGEST_ANNOTATION] = "sha256:old"
+    records = [
+        record(1, "deployed", chart="sha256:old"),
+        record(2, "failed"),
+        record(3, "failed"),
+        rollback,
+    ]
+    policy = RemediationPolicy(install_retries=0, upgrade_retries=1, upgrade_strategy="rollback")
+    spent = Attempts(same_inputs=True, install_failures=0, upgrade_failures=2)
+    decision = remediate(decide(DESIRED, records), records, spent, policy)
+    assert decision.action is Action.ROLLBACK
+    assert "revision 1" in decision.reason
+
+
+def test_inputs_uninstalled_by_hand_are_installed_again_when_nothing_was_remediated() -> None:
+    # One failed upgrade, no remediation configured, then `helm uninstall`: the user may
+    # reinstall; only an uninstall done by remediation stalls the same inputs.
+    no_retries = RemediationPolicy(
+        install_retries=0, upgrade_retries=0, upgrade_strategy="rollback"
+    )
+    failed_once = Attempts(same_inputs=True, install_failures=0, upgrade_failures=1)
+    assert remediate(decide(DESIRED, []), [], failed_once, no_retries).action is Action.INSTALL
+    uninstalling = RemediationPolicy(
+        install_retries=0, upgrade_retries=1, upgrade_strategy="uninstall"
+    )
+    spent = Attempts(same_inputs=True, install_failures=0, upgrade_failures=2)
+    assert remediate(decide(DESIRED, []), [], spent, uninstalling).action is Action.STALL
+
+
+def test_only_revisions_since_the_last_uninstall_say_who_drives_a_release() -> None:
+    # Ours, uninstalled with history kept, then reinstalled with the helm CLI: deleting
+    # the HelmRelease must leave the user's release alone.
+    records = [record(1, "superseded"), record(2, "uninstalled"), record(3, "deployed", owner=None)]
+    assert not drives(records, ME)
+    assert drives(
+        [record(1, "uninstalled", owner=Owner("apps", "other")), record(2, "deployed")], ME
+    )

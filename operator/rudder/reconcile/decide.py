@@ -60,12 +60,14 @@ class Decision:
 def drives(records: Sequence[Record], owner: Owner) -> bool:
     """Does `owner` drive this release: it wrote at least one revision, and no other
     HelmRelease has written one since? (Helm CLI revisions carry no owner, or copy ours.)"""
-    owned = [r for r in records if r.owner is not None]
+    # Only revisions since the last uninstall say who drives the release now.
+    since = [r for r in records if r.version > _last_uninstalled(records)]
+    owned = [r for r in since if r.owner is not None]
     newest = max(owned, key=lambda r: r.version, default=None)
     return (
         newest is not None
         and newest.owner == owner
-        and any(r.owner == owner and r.written_by_rudder for r in records)
+        and any(r.owner == owner and r.written_by_rudder for r in since)
     )
 
 
@@ -184,50 +186,80 @@ def remediate(
     upgrade is remediated once (rollback or uninstall, only when retries were configured)
     and then nothing more is tried with the same inputs."""
     current = latest(records)
-    good = last_deployed(records)
-    deployed_before = good is not None
+    failed = decision.action is Action.NONE and current is not None and current.status == "failed"
     if not attempts.same_inputs:
-        if decision.action is Action.NONE and current is not None and current.status == "failed":
+        if failed:
+            assert current is not None
             # A failure status does not remember (an interrupted or superseded attempt, or
             # a spec change that kept the digests): try once more.
-            action = Action.UPGRADE if deployed_before else Action.INSTALL
+            action = Action.UPGRADE if last_deployed(records) else Action.INSTALL
             return Decision(action, f"revision {current.version} failed; trying again")
         return decision
-    if decision.action is Action.NONE and current is not None and current.status == "failed":
-        if not deployed_before:
-            if attempts.install_failures <= policy.install_retries and policy.install_retries:
-                return Decision(
-                    Action.INSTALL,
-                    f"retrying the install ({attempts.install_failures}/{policy.install_retries})",
-                )
-            return Decision(
-                Action.STALL,
-                f"install failed {attempts.install_failures} time(s); retries exhausted",
-            )
-        if attempts.upgrade_failures <= policy.upgrade_retries and policy.upgrade_retries:
-            return Decision(
-                Action.UPGRADE,
-                f"retrying the upgrade ({attempts.upgrade_failures}/{policy.upgrade_retries})",
-            )
-        if policy.upgrade_retries and good is not None:
-            if policy.upgrade_strategy == "uninstall":
-                return Decision(Action.UNINSTALL, "upgrade retries exhausted: uninstalling")
-            return Decision(
-                Action.ROLLBACK,
-                f"upgrade retries exhausted: rolling back to revision {good.version}",
-            )
-        return Decision(Action.STALL, f"upgrade failed {attempts.upgrade_failures} time(s)")
+    if failed:
+        return _after_failure(records, attempts, policy)
     if decision.action in (Action.INSTALL, Action.UPGRADE):
-        failures = attempts.install_failures if not deployed_before else attempts.upgrade_failures
-        retries = policy.install_retries if not deployed_before else policy.upgrade_retries
-        if not deployed_before and attempts.upgrade_failures > policy.upgrade_retries:
-            # Upgrades of these inputs failed and remediation uninstalled the release
-            # (history not kept): installing them again would start the loop over.
-            failures, retries = attempts.upgrade_failures, policy.upgrade_retries
-        if failures > retries:
-            return Decision(
-                Action.STALL,
-                f"these inputs failed {failures} time(s) and were "
-                "remediated; change the spec to try again",
-            )
+        return _unless_spent(decision, records, attempts, policy)
     return decision
+
+
+def _after_failure(
+    records: Sequence[Record], attempts: Attempts, policy: RemediationPolicy
+) -> Decision:
+    """The same inputs failed: retry while retries are left, then remediate once."""
+    good = last_deployed(records)
+    if good is None:
+        if attempts.install_failures <= policy.install_retries and policy.install_retries:
+            return Decision(
+                Action.INSTALL,
+                f"retrying the install ({attempts.install_failures}/{policy.install_retries})",
+            )
+        return Decision(
+            Action.STALL,
+            f"install failed {attempts.install_failures} time(s); retries exhausted",
+        )
+    if attempts.upgrade_failures <= policy.upgrade_retries and policy.upgrade_retries:
+        return Decision(
+            Action.UPGRADE,
+            f"retrying the upgrade ({attempts.upgrade_failures}/{policy.upgrade_retries})",
+        )
+    if policy.upgrade_retries:
+        if policy.upgrade_strategy == "uninstall":
+            return Decision(Action.UNINSTALL, "upgrade retries exhausted: uninstalling")
+        return Decision(
+            Action.ROLLBACK,
+            f"upgrade retries exhausted: rolling back to revision {good.version}",
+        )
+    return Decision(Action.STALL, f"upgrade failed {attempts.upgrade_failures} time(s)")
+
+
+def _unless_spent(
+    decision: Decision, records: Sequence[Record], attempts: Attempts, policy: RemediationPolicy
+) -> Decision:
+    """An install or upgrade of inputs whose retries are spent (and that were remediated)
+    stalls; an interrupted remediation rollback is done again."""
+    current, good = latest(records), last_deployed(records)
+    failures = attempts.install_failures if good is None else attempts.upgrade_failures
+    retries = policy.install_retries if good is None else policy.upgrade_retries
+    remediated_by_uninstall = (
+        policy.upgrade_retries > 0
+        and policy.upgrade_strategy == "uninstall"
+        and attempts.upgrade_failures > policy.upgrade_retries
+    )
+    if good is None and remediated_by_uninstall:
+        # Upgrades of these inputs failed and remediation uninstalled the release
+        # (history not kept): installing them again would start the loop over.
+        failures, retries = attempts.upgrade_failures, policy.upgrade_retries
+    if failures <= retries:
+        return decision
+    rolling_back = policy.upgrade_retries > 0 and policy.upgrade_strategy == "rollback"
+    if good is not None and current is not None and current.interrupted and rolling_back:
+        # Retries were spent, so the attempt cut short was the remediation rollback
+        # itself (a crash, the API server away): roll back again, never stall halfway.
+        return Decision(
+            Action.ROLLBACK,
+            f"the rollback to revision {good.version} was interrupted; rolling back again",
+        )
+    return Decision(
+        Action.STALL,
+        f"these inputs failed {failures} time(s) and were remediated; change the spec to try again",
+    )

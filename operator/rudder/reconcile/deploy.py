@@ -28,7 +28,7 @@ from rudder.kube.client import JSON
 from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.readiness import Outcome as ReadinessOutcome
 from rudder.kube.readiness import ReadinessReport, wait_until_ready
-from rudder.kube.ssa import Applier, ObjectRef
+from rudder.kube.ssa import Applier, ObjectRef, StageRejected
 from rudder.reconcile.content import Content, crds_to_apply, revision_content
 from rudder.reconcile.deploy_failure import (
     CRDNotEstablished,
@@ -49,7 +49,13 @@ from rudder.reconcile.plan import (
     mark_unchanged,
     namespace_object,
 )
-from rudder.reconcile.prove import Ownership, ProofFailed, prove, recheck_unchanged
+from rudder.reconcile.prove import (
+    Ownership,
+    ProofFailed,
+    prove,
+    recheck_unchanged,
+    rejected_reason,
+)
 from rudder.reconcile.prune import prune
 from rudder.release import history
 from rudder.release.codec import GoTime, Hook, Info, Release
@@ -250,7 +256,12 @@ class Deployer:
             # As Helm: the target namespace exists before the release record is written
             # there (the storage namespace defaults to it).
             namespace = namespace_object(request.place.target_namespace)
-            await clients.applier.apply_stage([namespace], force=False)
+            try:
+                await clients.applier.apply_stage([namespace], force=False)
+            except StageRejected as rejected:  # e.g. a tenant may not create namespaces
+                raise DeployError(
+                    rejected_reason(rejected), str(rejected), stage=rejected
+                ) from rejected
         return _Progress(clients.store, await clients.store.create(secret), pending)
 
     # -- 4. apply, wait, hooks -------------------------------------------------------------
@@ -377,7 +388,12 @@ class Deployer:
         else:
             prefix = request.kind.failed_prefix.format(release=request.place.release_name)
             description = request.redact(prefix + failure.message)
-        await progress.finish("failed", description, interrupted=failure.transient)
+        try:
+            await progress.finish("failed", description, interrupted=failure.transient)
+        except Exception:
+            # The revision stays pending (unlocked by the next reconcile); keep the cause.
+            log.warning("recording %s failed; the cause was: %s", noun, failure.message)
+            raise
         return failure
 
     @staticmethod

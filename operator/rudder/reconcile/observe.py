@@ -46,8 +46,8 @@ class Observer:
         self.config = config
 
     async def observe(self, target: Target, draft: StatusDraft) -> Observed:
-        spec, error = self._spec(target)
-        identity = Identity.of(spec) if spec else Identity.recorded(draft.current, target.namespace)
+        spec, error = self.parse(target)
+        identity = self._identity(target, spec, error, draft)
         base = Observed(
             owner=target.owner,
             deleting=target.deleting,
@@ -61,6 +61,8 @@ class Observer:
         clients = ReleaseClients.acting_as(identity.user, self.kube, self.applier)
         base = dataclasses.replace(base, clients=clients)
         if target.deleting:
+            if not target.has_finalizer or (spec is not None and spec.suspend):
+                return base  # nothing will be uninstalled: no need to read the records
             return await with_history(base)
         if spec is None or error is not None or spec.suspend:
             return base
@@ -69,7 +71,33 @@ class Observer:
         except (ChartError, ValuesSourceError) as failed:
             return dataclasses.replace(base, blocked=classify(failed))
 
-    def _spec(self, target: Target) -> tuple[HelmReleaseSpec | None, SpecError | None]:
+    def _identity(
+        self,
+        target: Target,
+        spec: HelmReleaseSpec | None,
+        error: SpecError | None,
+        draft: StatusDraft,
+    ) -> Identity | None:
+        """The spec's identity while it is valid. Deleting, the one status recorded comes
+        first: it is the one that holds the release, whatever the spec has become since
+        (an invalid or refused spec, a rename not installed yet)."""
+        valid = Identity.of(spec) if spec is not None and error is None else None
+        if not target.deleting and valid is not None:
+            return valid
+        recorded = Identity.recorded(draft.current, target.namespace)
+        if recorded is None:
+            return valid
+        if recorded.user is None and not recorded.service_account:
+            # Status written before the ServiceAccount was recorded: the spec's, else the
+            # operator's default (tenant mode), never rudder itself by accident.
+            raw = (target.body.get("spec") or {}).get("serviceAccountName")
+            account = str(raw or self.config.default_service_account or "")
+            if account:
+                user = service_account_user(target.namespace, account)
+                recorded = dataclasses.replace(recorded, service_account=account, user=user)
+        return recorded
+
+    def parse(self, target: Target) -> tuple[HelmReleaseSpec | None, SpecError | None]:
         """The parsed spec with tenancy applied, and what is wrong with it."""
         try:
             spec = parse_spec(

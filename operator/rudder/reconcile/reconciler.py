@@ -24,9 +24,10 @@ from rudder.kube.ssa import Applier
 from rudder.observe import metrics
 from rudder.observe.events import EventRecorder
 from rudder.reconcile.actions import ACTIONS
+from rudder.reconcile.actions.finalize import DEFAULT_TIMEOUT, deletion_failed
 from rudder.reconcile.actions.unlock import unlock
-from rudder.reconcile.context import Context, Services
-from rudder.reconcile.decide import Action, next_action
+from rudder.reconcile.context import Context, Services, patch_finalizer
+from rudder.reconcile.decide import Action, drives, next_action
 from rudder.reconcile.deploy import Deployer
 from rudder.reconcile.failures import REPORTED, classify
 from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome, Run
@@ -77,13 +78,26 @@ class Reconciler:
         target = Target(body)
         run.begin(target.generation)
         draft = StatusDraft(body.get("status"), target.generation)
-        interval = DEFAULT_INTERVAL
+        spec, _ = self.observer.parse(target)  # for the intervals, should observing fail
+        interval = spec.interval if spec is not None else DEFAULT_INTERVAL
+        timeout = spec.timeout if spec is not None else DEFAULT_TIMEOUT
         try:
             observed = await self.observer.observe(target, draft)
-            interval = observed.spec.interval if observed.spec else interval
             outcome = await self._act(target, draft, run, observed)
         except REPORTED as error:
             failure = classify(error)
+            if target.deleting:
+                # Deletion never hangs unreported: an uninstall that cannot even start
+                # (records unreadable as the identity, the API away) gives up after the
+                # timeout like one that fails.
+                return await deletion_failed(
+                    self.services,
+                    target,
+                    draft,
+                    failure,
+                    timeout,
+                    self._status_writer(target, draft),
+                )
             draft.failed(failure.reason, failure.message, stalled=False)
             retry = min(interval, TRANSPORT_RETRY) if failure.unreachable else interval
             outcome = Outcome(requeue_after=retry, failed=True)
@@ -110,6 +124,13 @@ class Reconciler:
             )
             if target.requested_at is not None:
                 draft.set("lastHandledRequestedAt", target.requested_at)
+        if (
+            not target.deleting
+            and not target.has_finalizer
+            and drives(observed.records, target.owner)
+        ):
+            # Removed by hand: deletion would leave the release behind without it.
+            await patch_finalizer(self.services.kube, target, present=True)
         for _ in range(MAX_STEPS):
             ctx = Context(
                 target,

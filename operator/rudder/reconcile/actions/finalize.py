@@ -8,14 +8,23 @@ the timeout, so deletion never hangs.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from rudder.model import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT_TEXT
 from rudder.model import UninstallSpec, parse_duration
 from rudder.observe import metrics
 from rudder.reconcile.context import Context, Services, patch_finalizer
-from rudder.reconcile.manager import Outcome
+from rudder.reconcile.failures import Failure
+from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome
+from rudder.reconcile.status import StatusDraft
+from rudder.reconcile.target import Target
 from rudder.reconcile.uninstall import UninstallRequest
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT = parse_duration(DEFAULT_TIMEOUT_TEXT)
+UNINSTALL_RETRY = 10.0
 
 
 async def forget(services: Services, ctx: Context) -> Outcome:
@@ -26,6 +35,31 @@ async def let_go(services: Services, ctx: Context) -> Outcome:
     say = services.events.warning if ctx.decision.warning else services.events.normal
     await say(ctx.target.body, "UninstallSkipped", ctx.decision.reason)
     await patch_finalizer(services.kube, ctx.target, present=False)
+    return Outcome(requeue_after=None)
+
+
+async def deletion_failed(
+    services: Services,
+    target: Target,
+    draft: StatusDraft,
+    failure: Failure,
+    give_up_after: float,
+    write_status: Callable[[], Awaitable[None]],
+) -> Outcome:
+    """An uninstall that could not even start: say so, retry, and give up after the
+    timeout (the finalizer goes and a Warning event names what was left)."""
+    log.warning("%s/%s: uninstall failed: %s", target.namespace, target.name, failure.message)
+    if target.deleting_for() < give_up_after:
+        draft.failed("UninstallFailed", failure.message, stalled=False)
+        await write_status()
+        retry = TRANSPORT_RETRY if failure.unreachable else UNINSTALL_RETRY
+        return Outcome(requeue_after=retry, failed=True)
+    await services.events.warning(
+        target.body,
+        "UninstallFailed",
+        f"{failure.message}; gave up after {give_up_after:.0f}s and removed the finalizer",
+    )
+    await patch_finalizer(services.kube, target, present=False)
     return Outcome(requeue_after=None)
 
 

@@ -13,6 +13,7 @@ import time
 
 from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
+from rudder.kube.readiness import ReadinessReport
 from rudder.model import HelmReleaseSpec
 from rudder.reconcile.context import Context, Services
 from rudder.reconcile.deploy_failure import DeployError
@@ -118,3 +119,10 @@ async def report_failure(
     if stalled:
         return Outcome(requeue_after=None)
     return Outcome(requeue_after=spec.interval, failed=True)
+
+
+async def waiting(ctx: Context, kind: ActionKind, report: ReadinessReport) -> None:
+    """While the readiness wait runs: say what it waits for (written only on change)."""
+    ctx.draft.progressing(f"Waiting for the {kind.verb} to become ready: {report.summary()}")
+    ctx.draft.set("resources", report.as_status())
+    await ctx.write_status()

@@ -13,13 +13,13 @@ from collections.abc import Awaitable
 
 from rudder.chart.errors import ChartError
 from rudder.chart.source import LoadedChart
-from rudder.kube.readiness import ReadinessReport
 from rudder.observe import metrics
 from rudder.reconcile.actions.outcome import (
     action_fields,
     announce,
     finish_announcing,
     report_failure,
+    waiting,
 )
 from rudder.reconcile.actions.tests import run_tests
 from rudder.reconcile.context import Context, Services, patch_finalizer
@@ -103,7 +103,7 @@ def _deploy_request(
         disable_hooks=settings.disable_hooks,
         disable_wait=settings.disable_wait,
         cancel=ctx.run.superseded,
-        on_progress=lambda report: _waiting(ctx, kind, report),
+        on_progress=lambda report: waiting(ctx, kind, report),
         redact=observed.values.redact,
         timeout=spec.timeout,
         impersonate=ctx.identity.user,
@@ -123,13 +123,6 @@ async def _announced(
         return await deploy
     finally:
         await finish_announcing(pending)
-
-
-async def _waiting(ctx: Context, kind: ActionKind, report: ReadinessReport) -> None:
-    """While the readiness wait runs: say what it waits for (written only on change)."""
-    ctx.draft.progressing(f"Waiting for the {kind.verb} to become ready: {report.summary()}")
-    ctx.draft.set("resources", report.as_status())
-    await ctx.write_status()
 
 
 async def _succeeded(

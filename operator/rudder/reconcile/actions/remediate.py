@@ -8,17 +8,18 @@ pre-/post-rollback hooks and records itself as `helm rollback` does.
 from __future__ import annotations
 
 from rudder.observe import metrics
+from rudder.reconcile.actions.outcome import waiting
 from rudder.reconcile.context import Context, Services
 from rudder.reconcile.decide import Action
 from rudder.reconcile.deploy import DeployRequest
 from rudder.reconcile.deploy_failure import DeployError
 from rudder.reconcile.kinds import ROLLBACK
-from rudder.reconcile.manager import Outcome
+from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome
 from rudder.reconcile.plan import Placement
 from rudder.reconcile.report import report_release
 from rudder.reconcile.uninstall import UninstallRequest
 from rudder.release import history
-from rudder.release.store import Record, Stamp
+from rudder.release.store import Record, RevisionExists, Stamp
 
 
 async def remediate(services: Services, ctx: Context) -> Outcome:
@@ -34,7 +35,9 @@ async def remediate(services: Services, ctx: Context) -> Outcome:
 async def _uninstall(services: Services, ctx: Context) -> Outcome:
     spec = ctx.spec
     request = UninstallRequest(ctx.identity, spec.uninstall, spec.timeout)
-    outcome = await services.uninstaller.uninstall(request, ctx.observed.records, ctx.clients)
+    # Revisions another HelmRelease wrote (an uninstalled history it kept) stay.
+    records = [r for r in ctx.observed.records if r.owner in (None, ctx.target.owner)]
+    outcome = await services.uninstaller.uninstall(request, records, ctx.clients)
     if not outcome.done:
         metrics.record_action("uninstall", "failure")
         ctx.draft.failed("UninstallFailed", outcome.message, stalled=False)
@@ -73,14 +76,23 @@ async def _rollback(services: Services, ctx: Context, good: Record) -> Outcome:
         disable_wait=spec.rollback.disable_wait,
         timeout=spec.timeout,
         redact=redact,
+        cancel=ctx.run.superseded,
+        on_progress=lambda report: waiting(ctx, ROLLBACK, report),
         rollback_to=good,
         impersonate=ctx.identity.user,
     )
     try:
         result = await services.deployer.deploy(request, ctx.clients)
+    except RevisionExists as error:
+        draft.progressing(f"revision {error} was written by another writer; re-reading")
+        return Outcome(requeue_after=1.0)
     except DeployError as error:
         message = redact(error.message)
         metrics.record_action(ROLLBACK.verb, "failure")
+        if error.transient or error.superseded:
+            # Cut short, not failed: the next reconcile rolls back again.
+            draft.failed(ROLLBACK.failed_reason, message, stalled=False)
+            return Outcome(requeue_after=TRANSPORT_RETRY, failed=True)
         draft.condition("Remediated", "False", ROLLBACK.failed_reason, message)
         draft.failed(ROLLBACK.failed_reason, message, stalled=True)
         await services.events.warning(ctx.target.body, ROLLBACK.failed_reason, message)

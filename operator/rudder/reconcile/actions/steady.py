@@ -7,8 +7,7 @@ already says it) happens after the action. In sync also runs the drift check.
 from __future__ import annotations
 
 from rudder.reconcile.actions.drift_check import check_drift
-from rudder.reconcile.context import Context, Services, patch_finalizer
-from rudder.reconcile.decide import drives
+from rudder.reconcile.context import Context, Services
 from rudder.reconcile.manager import Outcome
 from rudder.reconcile.report import report_release
 from rudder.release import history
@@ -64,9 +63,6 @@ async def in_sync(services: Services, ctx: Context) -> Outcome:
     """Nothing to install or upgrade: report the release, check drift when deployed, and
     keep reporting a failure of these same inputs until remediation's policy changes it."""
     spec, draft, records = ctx.spec, ctx.draft, ctx.observed.records
-    if not ctx.target.has_finalizer and drives(records, ctx.target.owner):
-        # Removed by hand: deletion would leave the release behind without it.
-        await patch_finalizer(services.kube, ctx.target, present=True)
     report_release(draft, ctx.identity, records, spec.max_history)
     current = latest(records)
     ready = draft.get("Ready")
