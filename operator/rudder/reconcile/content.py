@@ -1,5 +1,6 @@
 """What a new revision stores: rendered now with the cluster's Capabilities, or copied
-from a rollback's target revision; and which of the chart's crds/ to apply."""
+from a rollback's target revision; which of the chart's crds/ to apply, and the wait until
+they are Established."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rudder.chart.render import Renderer, RenderRequest
 from rudder.kube.client import JSON
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier, ObjectRef
-from rudder.reconcile.deploy_failure import DeployError
+from rudder.reconcile.deploy_failure import CRDNotEstablished, DeployError
 from rudder.reconcile.plan import PlanError, crd_documents
 from rudder.release.chart_record import chart_from_archive
 from rudder.release.codec import Hook
@@ -27,6 +28,9 @@ from rudder.release.manifest import (
 
 if TYPE_CHECKING:
     from rudder.reconcile.deploy import DeployRequest
+
+# Helm waits this long for a CRD of crds/ to be Established; rudder at most its timeout.
+CRD_ESTABLISHED_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,26 @@ async def crds_to_apply(
         return list(crds)
     lives = await asyncio.gather(*(applier.get(ObjectRef.of(crd)) for crd in crds))
     return [crd for crd, live in zip(crds, lives, strict=True) if live is None]
+
+
+async def wait_established(applier: Applier, crds: Sequence[ObjectRef], seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    for ref in crds:
+        while True:
+            live = await applier.get(ref)
+            conditions = (live or {}).get("status", {}).get("conditions") or []
+            if any(
+                c.get("type") == "Established" and c.get("status") == "True" for c in conditions
+            ):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                why = "; ".join(
+                    f"{c.get('type')}={c.get('status')}: {c.get('message', '')}"
+                    for c in conditions
+                    if c.get("status") != "True"
+                )
+                raise CRDNotEstablished(
+                    f"{ref} was not Established within {seconds:.0f}s"
+                    + (f" ({why})" if why else "")
+                )
+            await asyncio.sleep(0.5)

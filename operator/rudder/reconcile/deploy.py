@@ -29,9 +29,14 @@ from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.readiness import Outcome as ReadinessOutcome
 from rudder.kube.readiness import ReadinessReport, wait_until_ready
 from rudder.kube.ssa import Applier, ObjectRef, StageRejected
-from rudder.reconcile.content import Content, crds_to_apply, revision_content
+from rudder.reconcile.content import (
+    CRD_ESTABLISHED_TIMEOUT,
+    Content,
+    crds_to_apply,
+    revision_content,
+    wait_established,
+)
 from rudder.reconcile.deploy_failure import (
-    CRDNotEstablished,
     DeployError,
     NotReady,
     as_deploy_error,
@@ -63,8 +68,6 @@ from rudder.release.store import Record, ReleaseStore, ReleaseTooLarge, Stamp
 
 log = logging.getLogger(__name__)
 
-# Helm waits this long for a CRD of crds/ to be Established; rudder at most its timeout.
-CRD_ESTABLISHED_TIMEOUT = 60.0
 TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -284,7 +287,7 @@ class Deployer:
         # Every CRD the release needs, also a crds/ one that existed and was not applied:
         # the chart's objects depend on it being served.
         crds = [p.ref for p in plan.stage_one if p.ref.kind == CRD] + plan.required_crds
-        await self._wait_established(applier, crds, min(request.timeout, CRD_ESTABLISHED_TIMEOUT))
+        await wait_established(applier, crds, min(request.timeout, CRD_ESTABLISHED_TIMEOUT))
         if plan.deferred:
             self.discovery.invalidate()
             plan.stage_two += [await self._resolve_deferred(p.obj, request) for p in plan.deferred]
@@ -346,31 +349,6 @@ class Deployer:
             record=progress.save,
         )
         await progress.save(hooks)
-
-    @staticmethod
-    async def _wait_established(
-        applier: Applier, crds: Sequence[ObjectRef], seconds: float
-    ) -> None:
-        deadline = asyncio.get_running_loop().time() + seconds
-        for ref in crds:
-            while True:
-                live = await applier.get(ref)
-                conditions = (live or {}).get("status", {}).get("conditions") or []
-                if any(
-                    c.get("type") == "Established" and c.get("status") == "True" for c in conditions
-                ):
-                    break
-                if asyncio.get_running_loop().time() > deadline:
-                    why = "; ".join(
-                        f"{c.get('type')}={c.get('status')}: {c.get('message', '')}"
-                        for c in conditions
-                        if c.get("status") != "True"
-                    )
-                    raise CRDNotEstablished(
-                        f"{ref} was not Established within {seconds:.0f}s"
-                        + (f" ({why})" if why else "")
-                    )
-                await asyncio.sleep(0.5)
 
     # -- the end of the action ---------------------------------------------------------------
 
