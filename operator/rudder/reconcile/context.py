@@ -67,10 +67,11 @@ class Context:
         return self.observed
 
 
-async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) -> None:
-    """Add or remove rudder's finalizer (as rudder: the HelmRelease is rudder's object)."""
+async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) -> Target:
+    """Add or remove rudder's finalizer (as rudder: the HelmRelease is rudder's object);
+    the HelmRelease as it is afterwards (a later write must carry its resourceVersion)."""
     try:
-        await kube.request(
+        body = await kube.request(
             "PATCH",
             target.path,
             body=target.finalizers_patch(present=present),
@@ -79,3 +80,5 @@ async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) ->
     except ApiError as error:
         if error.code != 404 or present:
             raise
+        return target
+    return Target(body) if isinstance(body, dict) and body.get("metadata") else target

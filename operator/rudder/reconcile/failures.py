@@ -20,8 +20,9 @@ from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
 from rudder.kube.client import TRANSPORT_ERRORS, ApiError
 from rudder.model import SpecError
-from rudder.reconcile.deploy_failure import DeployError
+from rudder.reconcile.deploy_failure import DeployError, is_transient
 from rudder.reconcile.values_sources import ValuesSourceError
+from rudder.release.codec import ReleaseFormatError
 from rudder.release.manifest import ManifestError
 
 
@@ -32,6 +33,7 @@ class Failure:
     stalled: bool
     counted: bool = False
     unreachable: bool = False
+    transient: bool = False  # the API server's failure (unreachable, 429, 5xx), not ours
     retry_after: float | None = None  # sooner than the interval (a dependency re-check)
 
 
@@ -53,14 +55,19 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
         return Failure(error.reason, redact(error.message), stalled=True)
     if isinstance(error, ManifestError):
         return Failure("RenderFailed", redact(str(error)), stalled=True)
+    if isinstance(error, ReleaseFormatError):
+        message = f"a stored revision of the release cannot be read: {error}"
+        return Failure("ReleaseUnreadable", message, stalled=True)
     if isinstance(error, SpecError):
         return Failure("InvalidSpec", str(error), stalled=True)
     if isinstance(error, ApiError):
         reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
-        return Failure(reason, redact(str(error)), stalled=False)
+        return Failure(reason, redact(str(error)), stalled=False, transient=is_transient(error))
     if isinstance(error, TRANSPORT_ERRORS):
         message = f"the API server could not be reached: {error!r}"
-        return Failure("KubernetesAPIError", message, stalled=False, unreachable=True)
+        return Failure(
+            "KubernetesAPIError", message, stalled=False, unreachable=True, transient=True
+        )
     raise TypeError(f"no status for {type(error).__name__}") from error
 
 
@@ -71,6 +78,7 @@ REPORTED: tuple[type[BaseException], ...] = (
     ValuesSourceError,
     RenderError,
     ManifestError,
+    ReleaseFormatError,
     SpecError,
     ApiError,
     *TRANSPORT_ERRORS,

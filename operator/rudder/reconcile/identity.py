@@ -58,14 +58,14 @@ class Identity:
         )
 
     def as_status(self) -> dict[str, str]:
-        fields = {
+        # serviceAccountName is always written ("" for rudder itself), so a status without
+        # it is one written before it was recorded.
+        return {
             "name": self.release_name,
             "namespace": self.storage_namespace,
             "targetNamespace": self.target_namespace,
+            "serviceAccountName": self.service_account,
         }
-        if self.service_account:
-            fields["serviceAccountName"] = self.service_account
-        return fields
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from rudder.model import (
     find_condition,
     parse_spec,
 )
+from rudder.reconcile.decide import drives
 from rudder.reconcile.failures import Failure, classify
 from rudder.reconcile.identity import Identity, ReleaseClients, service_account_user
 from rudder.reconcile.observed import Attempts, Desired, Observed
@@ -47,7 +48,8 @@ class Observer:
 
     async def observe(self, target: Target, draft: StatusDraft) -> Observed:
         spec, error = self.parse(target)
-        identity = self._identity(target, spec, error, draft)
+        candidates = self._identities(target, spec, error, draft)
+        identity = candidates[0] if candidates else None
         base = Observed(
             owner=target.owner,
             deleting=target.deleting,
@@ -63,7 +65,7 @@ class Observer:
         if target.deleting:
             if not target.has_finalizer or (spec is not None and spec.suspend):
                 return base  # nothing will be uninstalled: no need to read the records
-            return await with_history(base)
+            return await self._driven(base, candidates)
         if spec is None or error is not None or spec.suspend:
             return base
         try:
@@ -71,24 +73,51 @@ class Observer:
         except (ChartError, ValuesSourceError) as failed:
             return dataclasses.replace(base, blocked=classify(failed))
 
-    def _identity(
+    async def _driven(self, base: Observed, candidates: list[Identity]) -> Observed:
+        """Deleting: the first identity whose release this HelmRelease drives (the spec's,
+        then the one status recorded), with its records; else the last one read."""
+        observed = base
+        for identity in candidates:
+            clients = ReleaseClients.acting_as(identity.user, self.kube, self.applier)
+            observed = await with_history(
+                dataclasses.replace(base, identity=identity, clients=clients)
+            )
+            if drives(observed.records, base.owner):
+                break
+        return observed
+
+    def _identities(
         self,
         target: Target,
         spec: HelmReleaseSpec | None,
         error: SpecError | None,
         draft: StatusDraft,
-    ) -> Identity | None:
-        """The spec's identity while it is valid. Deleting, the one status recorded comes
-        first: it is the one that holds the release, whatever the spec has become since
-        (an invalid or refused spec, a rename not installed yet)."""
+    ) -> list[Identity]:
+        """The spec's identity while it is valid. Deleting, also the one status recorded:
+        the spec may have become invalid or refused, or name a release (a rename) that was
+        never installed, while the recorded one holds objects."""
         valid = Identity.of(spec) if spec is not None and error is None else None
-        if not target.deleting and valid is not None:
-            return valid
+        recorded = self._recorded(target, valid, draft)
+        if not target.deleting:
+            return [valid] if valid is not None else [recorded] if recorded is not None else []
+        return [i for i in dict.fromkeys((valid, recorded)) if i is not None]
+
+    def _recorded(
+        self, target: Target, valid: Identity | None, draft: StatusDraft
+    ) -> Identity | None:
         recorded = Identity.recorded(draft.current, target.namespace)
         if recorded is None:
-            return valid
-        if recorded.user is None and not recorded.service_account:
-            # Status written before the ServiceAccount was recorded: the spec's, else the
+            return None
+        release = (draft.current.get("release") or {}) if draft.current else {}
+        same = valid is not None and (valid.release_name, valid.storage_namespace) == (
+            recorded.release_name,
+            recorded.storage_namespace,
+        )
+        if same and valid is not None and "targetNamespace" not in release:
+            # Status written before the target namespace was recorded: the spec's.
+            recorded = dataclasses.replace(recorded, target_namespace=valid.target_namespace)
+        if recorded.user is None and "serviceAccountName" not in release:
+            # Written before the ServiceAccount was recorded: the spec's, else the
             # operator's default (tenant mode), never rudder itself by accident.
             raw = (target.body.get("spec") or {}).get("serviceAccountName")
             account = str(raw or self.config.default_service_account or "")

@@ -29,7 +29,7 @@ from rudder.reconcile.actions.unlock import unlock
 from rudder.reconcile.context import Context, Services, patch_finalizer
 from rudder.reconcile.decide import Action, drives, next_action
 from rudder.reconcile.deploy import Deployer
-from rudder.reconcile.failures import REPORTED, classify
+from rudder.reconcile.failures import REPORTED, Failure, classify
 from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome, Run
 from rudder.reconcile.observe import Observer
 from rudder.reconcile.observed import Observed
@@ -84,8 +84,14 @@ class Reconciler:
         try:
             observed = await self.observer.observe(target, draft)
             outcome = await self._act(target, draft, run, observed)
-        except REPORTED as error:
-            failure = classify(error)
+        except Exception as error:
+            if not target.deleting and not isinstance(error, REPORTED):
+                raise
+            failure = (
+                classify(error)
+                if isinstance(error, REPORTED)
+                else Failure("UninstallFailed", f"{type(error).__name__}: {error}", stalled=False)
+            )
             if target.deleting:
                 # Deletion never hangs unreported: an uninstall that cannot even start
                 # (records unreadable as the identity, the API away) gives up after the
@@ -130,7 +136,7 @@ class Reconciler:
             and drives(observed.records, target.owner)
         ):
             # Removed by hand: deletion would leave the release behind without it.
-            await patch_finalizer(self.services.kube, target, present=True)
+            target = await patch_finalizer(self.services.kube, target, present=True)
         for _ in range(MAX_STEPS):
             ctx = Context(
                 target,

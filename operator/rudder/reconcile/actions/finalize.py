@@ -47,19 +47,22 @@ async def deletion_failed(
     write_status: Callable[[], Awaitable[None]],
 ) -> Outcome:
     """An uninstall that could not even start: say so, retry, and give up after the
-    timeout (the finalizer goes and a Warning event names what was left)."""
+    timeout (the finalizer goes and a Warning event names what was left) — only once an
+    earlier attempt failed and was reported, and never because the API server itself was
+    away or overloaded: that is waited out, not taken for the release's failure."""
     log.warning("%s/%s: uninstall failed: %s", target.namespace, target.name, failure.message)
-    if target.deleting_for() < give_up_after:
+    reported = getattr(draft.get("Ready"), "reason", None) == "UninstallFailed"
+    if failure.transient or not reported or target.deleting_for() < give_up_after:
         draft.failed("UninstallFailed", failure.message, stalled=False)
         await write_status()
         retry = TRANSPORT_RETRY if failure.unreachable else UNINSTALL_RETRY
         return Outcome(requeue_after=retry, failed=True)
+    await patch_finalizer(services.kube, target, present=False)
     await services.events.warning(
         target.body,
         "UninstallFailed",
         f"{failure.message}; gave up after {give_up_after:.0f}s and removed the finalizer",
     )
-    await patch_finalizer(services.kube, target, present=False)
     return Outcome(requeue_after=None)
 
 

@@ -50,7 +50,7 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         draft.condition("Released", "False", "OutOfBandRevision", ctx.decision.reason)
         await services.events.warning(ctx.target.body, "OutOfBandRevision", ctx.decision.reason)
     if not ctx.target.has_finalizer:
-        await patch_finalizer(services.kube, ctx.target, present=True)
+        ctx.target = await patch_finalizer(services.kube, ctx.target, present=True)
 
     request = _deploy_request(services, ctx, kind, chart)
     started = time.monotonic()

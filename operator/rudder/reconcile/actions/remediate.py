@@ -14,7 +14,7 @@ from rudder.reconcile.decide import Action
 from rudder.reconcile.deploy import DeployRequest
 from rudder.reconcile.deploy_failure import DeployError
 from rudder.reconcile.kinds import ROLLBACK
-from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome
+from rudder.reconcile.manager import Outcome
 from rudder.reconcile.plan import Placement
 from rudder.reconcile.report import report_release
 from rudder.reconcile.uninstall import UninstallRequest
@@ -92,7 +92,7 @@ async def _rollback(services: Services, ctx: Context, good: Record) -> Outcome:
         if error.transient or error.superseded:
             # Cut short, not failed: the next reconcile rolls back again.
             draft.failed(ROLLBACK.failed_reason, message, stalled=False)
-            return Outcome(requeue_after=TRANSPORT_RETRY, failed=True)
+            return Outcome(requeue_after=spec.interval, failed=True)
         draft.condition("Remediated", "False", ROLLBACK.failed_reason, message)
         draft.failed(ROLLBACK.failed_reason, message, stalled=True)
         await services.events.warning(ctx.target.body, ROLLBACK.failed_reason, message)
