@@ -104,6 +104,7 @@ async def _rollback(services: Services, ctx: Context, good: Record) -> Outcome:
         f"as revision {result.release.version}"
     )
     metrics.record_action(ROLLBACK.verb, "success")
+    draft.set("resources", result.readiness.as_status() if result.readiness else None)
     draft.condition("Remediated", "True", ROLLBACK.success_reason, message)
     await services.events.warning(ctx.target.body, ROLLBACK.success_reason, message)
     return await _stalled(ctx, message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rudder.reconcile.actions.drift_check import check_drift
 from rudder.reconcile.context import Context, Services
+from rudder.reconcile.kinds import ROLLBACK
 from rudder.reconcile.manager import Outcome
 from rudder.reconcile.report import report_release
 from rudder.release import history
@@ -52,7 +53,8 @@ async def wait(services: Services, ctx: Context) -> Outcome:
 async def stall(services: Services, ctx: Context) -> Outcome:
     report_release(ctx.draft, ctx.identity, ctx.observed.records, ctx.spec.max_history)
     ready = ctx.draft.get("Ready")
-    if ready is None or ready.reason != "RetriesExceeded":
+    # A failed remediation rollback keeps saying so; anything else is "retries exceeded".
+    if ready is None or ready.reason not in ("RetriesExceeded", ROLLBACK.failed_reason):
         ctx.draft.failed("RetriesExceeded", ctx.decision.reason, stalled=True)
     else:
         ctx.draft.failed(ready.reason, ready.message, stalled=True)
