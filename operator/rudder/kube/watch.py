@@ -124,7 +124,7 @@ async def changes(
         try:
             if version is None:
                 listing = await kube.get(path, **list_query)
-                version = _version(listing, "")
+                version = resource_version(listing, "")
                 items = [item for item in listing.get("items") or [] if isinstance(item, dict)]
                 yield Listed(items, relisted=listed)
                 listed = True
@@ -139,7 +139,7 @@ async def changes(
                         continue
                     if kind == "ERROR":  # a Status: 410 Expired is the usual one
                         raise ApiError(int(obj.get("code") or 500), obj, "WATCH", path)
-                    version = _version(obj, version)
+                    version = resource_version(obj, version)
                     if kind in CHANGE_TYPES:
                         yield Changed(str(kind), obj)
             finally:
@@ -187,7 +187,8 @@ def log_unexpected_end(task: asyncio.Task[None]) -> None:
         )
 
 
-def _version(obj: JSON, default: str) -> str:
+def resource_version(obj: JSON, default: str = "") -> str:
+    """The object's (or a list's) metadata.resourceVersion, `default` when it has none."""
     meta = obj.get("metadata")
     version = meta.get("resourceVersion") if isinstance(meta, dict) else None
     return str(version) if version else default

@@ -21,9 +21,11 @@ from rudder.reconcile.identity import Identity, ReleaseClients
 from rudder.reconcile.manager import Run
 from rudder.reconcile.observe import with_history
 from rudder.reconcile.observed import Observed
+from rudder.reconcile.plan import Placement
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.target import Target
 from rudder.reconcile.uninstall import Uninstaller
+from rudder.release.store import Record
 
 
 @dataclass
@@ -60,6 +62,23 @@ class Context:
     def clients(self) -> ReleaseClients:
         assert self.observed.clients is not None
         return self.observed.clients
+
+    @property
+    def redact(self) -> Callable[[str], str]:
+        """Scrubs values that came from Secrets out of a message."""
+        return self.observed.values.redact if self.observed.values else str
+
+    @property
+    def placement(self) -> Placement:
+        identity = self.identity
+        return Placement(
+            identity.release_name, identity.storage_namespace, identity.target_namespace
+        )
+
+    def removable_records(self) -> list[Record]:
+        """The records an uninstall may delete: not those another HelmRelease wrote (an
+        uninstalled history it kept)."""
+        return [r for r in self.observed.records if r.owner in (None, self.target.owner)]
 
     async def history(self) -> Observed:
         """The release's records read again (as the identity), e.g. after an action."""

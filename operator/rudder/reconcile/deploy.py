@@ -123,10 +123,13 @@ class DeployResult:
 class _Progress:
     """The revision being written: its newest stored record and release content."""
 
-    def __init__(self, store: ReleaseStore, record: Record, release: Release) -> None:
+    def __init__(
+        self, store: ReleaseStore, record: Record, release: Release, kept: list[Record]
+    ) -> None:
         self.store = store
         self.record = record
         self.release = release
+        self.kept = kept  # the earlier revisions left after making room for this one
 
     async def save(self, hooks: list[Hook]) -> None:
         """Record hook progress as it happens (Helm's recordRelease)."""
@@ -253,7 +256,8 @@ class Deployer:
         except ReleaseTooLarge as error:  # before anything is deleted or applied
             raise DeployError("ReleaseTooLarge", request.redact(str(error))) from error
         # Helm makes room before it stores the new revision (never the last deployed one).
-        for old in history.revisions_to_prune(request.records, request.max_history):
+        doomed = history.revisions_to_prune(request.records, request.max_history)
+        for old in doomed:
             await clients.store.delete(request.place.storage_namespace, old.secret_name)
         if request.create_namespace:
             # As Helm: the target namespace exists before the release record is written
@@ -265,7 +269,8 @@ class Deployer:
                 raise DeployError(
                     rejected_reason(rejected), str(rejected), stage=rejected
                 ) from rejected
-        return _Progress(clients.store, await clients.store.create(secret), pending)
+        kept = [r for r in request.records if r not in doomed]
+        return _Progress(clients.store, await clients.store.create(secret), pending, kept)
 
     # -- 4. apply, wait, hooks -------------------------------------------------------------
 
@@ -382,7 +387,7 @@ class Deployer:
         # like every deployed one); only with nothing deployed is a failed latest superseded.
         # As Helm, the old ones are superseded before the new one is marked deployed: an
         # interruption in between leaves a pending revision to retry, never two deployed.
-        remaining = _kept(request)
+        remaining = progress.kept
         previous = history.latest(request.records)
         upgraded_from = (
             None
@@ -409,9 +414,3 @@ class Deployer:
             pruned=applied.pruned,
             readiness=applied.report,
         )
-
-
-def _kept(request: DeployRequest) -> list[Record]:
-    """The records left after making room for the new revision."""
-    doomed = history.revisions_to_prune(request.records, request.max_history)
-    return [r for r in request.records if r not in doomed]

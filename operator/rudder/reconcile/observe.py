@@ -46,8 +46,15 @@ class Observer:
         self.charts = charts
         self.config = config
 
-    async def observe(self, target: Target, draft: StatusDraft) -> Observed:
-        spec, error = self.parse(target)
+    async def observe(
+        self,
+        target: Target,
+        draft: StatusDraft,
+        parsed: tuple[HelmReleaseSpec | None, SpecError | None],
+    ) -> Observed:
+        """`parsed` is `parse(target)`, done by the caller (it needs the intervals even
+        when observing fails)."""
+        spec, error = parsed
         candidates = self._identities(target, spec, error, draft)
         identity = candidates[0] if candidates else None
         base = Observed(

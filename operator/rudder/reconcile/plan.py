@@ -24,7 +24,7 @@ RELEASE_NAME_ANNOTATION = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 CRD = "CustomResourceDefinition"
 
-Identity = tuple[str, str, str, str]  # (group, kind, namespace, name)
+ObjectKey = tuple[str, str, str, str]  # (group, kind, namespace, name)
 
 
 class PlanError(Exception):
@@ -111,9 +111,9 @@ def namespace_object(name: str) -> JSON:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def manifest_identities(manifest_text: str, namespace: str) -> dict[Identity, JSON]:
+def manifest_identities(manifest_text: str, namespace: str) -> dict[ObjectKey, JSON]:
     """Objects of a stored manifest by identity (namespace defaulted to the release's)."""
-    out: dict[Identity, JSON] = {}
+    out: dict[ObjectKey, JSON] = {}
     for index, document in enumerate(split_manifests(manifest_text)):
         parsed = parse_document(document, f"manifest-{index}")
         if parsed.resource is None:

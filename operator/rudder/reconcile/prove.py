@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rudder.kube.client import JSON
 from rudder.kube.ssa import Applier, ObjectFailure, ObjectRef, StageRejected, take_over_fields
-from rudder.reconcile.plan import CRD, Identity, Planned, manifest_identities, owned_by_release
+from rudder.reconcile.plan import CRD, ObjectKey, Planned, manifest_identities, owned_by_release
 
 
 class ProofFailed(Exception):
@@ -89,13 +89,13 @@ async def check_ownership(
     rule: Ownership,
     planned: Sequence[Planned],
     *,
-    absent: AbstractSet[Identity] = frozenset(),
+    absent: AbstractSet[ObjectKey] = frozenset(),
 ) -> frozenset[ObjectRef]:
     """Objects new to this release must not belong to someone else (Helm's rule). With
     takeOwnership they are adopted instead: returned, to be applied with force, since
     adopting an object means taking the fields the chart sets on it. `absent` objects are
     known not to exist and are not read."""
-    known: set[Identity] = set(absent)
+    known: set[ObjectKey] = set(absent)
     if rule.previous_manifest is not None:
         known |= set(manifest_identities(rule.previous_manifest, rule.target_namespace))
     candidates = [

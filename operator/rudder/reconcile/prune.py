@@ -13,7 +13,7 @@ from rudder.kube.client import JSON
 from rudder.kube.discovery import Discovery, UnknownKind
 from rudder.kube.ssa import Applier, ObjectRef
 from rudder.reconcile.plan import (
-    Identity,
+    ObjectKey,
     Placement,
     Planned,
     manifest_identities,
@@ -41,7 +41,7 @@ async def prune(
         return []
     namespace = place.target_namespace
     trusted = live[0] if live[0].status == history.Status.DEPLOYED else None
-    old: dict[Identity, JSON] = {}
+    old: dict[ObjectKey, JSON] = {}
     for record in live:  # the newest revision's form of an object wins
         old.update(manifest_identities(record.release.manifest, namespace))
     vouched = set(manifest_identities(trusted.release.manifest, namespace)) if trusted else set()

@@ -78,11 +78,12 @@ class Reconciler:
         target = Target(body)
         run.begin(target.generation)
         draft = StatusDraft(body.get("status"), target.generation)
-        spec, _ = self.observer.parse(target)  # for the intervals, should observing fail
+        parsed = self.observer.parse(target)
+        spec = parsed[0]
         interval = spec.interval if spec is not None else DEFAULT_INTERVAL
         timeout = spec.timeout if spec is not None else DEFAULT_TIMEOUT
         try:
-            observed = await self.observer.observe(target, draft)
+            observed = await self.observer.observe(target, draft, parsed)
             outcome = await self._act(target, draft, run, observed)
         except Exception as error:
             if not target.deleting and not isinstance(error, REPORTED):

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rudder.chart.source import LoadedChart
+from rudder.observe.statuspage import short_digest
 from rudder.reconcile.identity import Identity
 from rudder.reconcile.status import StatusDraft
 from rudder.release.history import latest
 from rudder.release.store import Record
-
-
-def short_digest(digest: str) -> str:
-    return digest[: len("sha256:") + 12]
 
 
 def history_entry(record: Record) -> dict[str, object]:

@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Callable, Iterable
 from contextlib import aclosing
 
-from rudder.kube.client import JSON
 from rudder.kube.watch import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -23,6 +22,7 @@ from rudder.kube.watch import (
     ListWatchClient,
     changes,
     log_unexpected_end,
+    resource_version,
 )
 
 Source = tuple[str, str, str]  # (kind, namespace, name)
@@ -87,21 +87,17 @@ class SourceWatcher:
         async with aclosing(stream):
             async for change in stream:
                 if isinstance(change, Listed):
-                    current = _version(change.items[0]) if change.items else ""
+                    current = resource_version(change.items[0]) if change.items else ""
                     # The first list only sets the baseline (the reconcile that started
                     # this watch reads the source itself); a relist after a gap stands
                     # for the events that were missed.
                     changed = change.relisted and current != seen
                     seen = current
                 elif isinstance(change, Changed):
-                    seen = "" if change.type == "DELETED" else _version(change.object)
+                    seen = "" if change.type == "DELETED" else resource_version(change.object)
                     changed = True
                 else:
                     continue
                 if changed:
                     for key in self._referrers(watched):
                         self._wake(key)
-
-
-def _version(obj: JSON) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -72,9 +72,7 @@ async def finalize(services: Services, ctx: Context) -> Outcome:
     request = UninstallRequest(
         ctx.identity, spec.uninstall if spec is not None else UninstallSpec(), timeout
     )
-    # Revisions another HelmRelease wrote (an uninstalled history it kept) stay.
-    records = [r for r in ctx.observed.records if r.owner in (None, ctx.target.owner)]
-    outcome = await services.uninstaller.uninstall(request, records, ctx.clients)
+    outcome = await services.uninstaller.uninstall(request, ctx.removable_records(), ctx.clients)
     metrics.record_action("uninstall", "success" if outcome.done else "failure")
     if outcome.done:
         await services.events.normal(ctx.target.body, "UninstallSucceeded", outcome.message)

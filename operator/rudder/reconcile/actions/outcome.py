@@ -79,7 +79,7 @@ async def report_failure(
     services: Services, ctx: Context, kind: ActionKind, error: BaseException, started: float
 ) -> Outcome:
     draft, spec = ctx.draft, ctx.spec
-    redact = ctx.observed.values.redact if ctx.observed.values else str
+    redact = ctx.redact
     failure = classify(error, redact)
     # A counted failure with remediation configured is not the end: the next reconcile
     # retries or remediates it (a failed hook included), so a retry is scheduled.

@@ -28,7 +28,6 @@ from rudder.reconcile.deploy import DeployRequest, DeployResult
 from rudder.reconcile.failures import REPORTED
 from rudder.reconcile.kinds import INSTALL, UPGRADE, ActionKind
 from rudder.reconcile.manager import Outcome
-from rudder.reconcile.plan import Placement
 from rudder.reconcile.report import report_chart, report_release
 from rudder.release.history import latest
 from rudder.release.store import RevisionExists, Stamp
@@ -81,7 +80,7 @@ def _deploy_request(
     previous = latest(observed.records)
     return DeployRequest(
         kind=kind,
-        place=Placement(spec.release_name, spec.storage_namespace, spec.target_namespace),
+        place=ctx.placement,
         chart_archive=chart.archive,
         chart=chart.chart,
         chart_name=chart.metadata.name,
@@ -134,7 +133,7 @@ async def _succeeded(
     chart_name: str,
 ) -> Outcome:
     spec, draft = ctx.spec, ctx.draft
-    redact = ctx.observed.values.redact if ctx.observed.values else str
+    redact = ctx.redact
     metrics.record_action(kind.verb, "success", time.monotonic() - started)
     draft.set("conflicts", None)
     draft.drop("Conflicted")

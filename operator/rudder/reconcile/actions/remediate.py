@@ -15,7 +15,6 @@ from rudder.reconcile.deploy import DeployRequest
 from rudder.reconcile.deploy_failure import DeployError
 from rudder.reconcile.kinds import ROLLBACK
 from rudder.reconcile.manager import Outcome
-from rudder.reconcile.plan import Placement
 from rudder.reconcile.report import report_release
 from rudder.reconcile.uninstall import UninstallRequest
 from rudder.release import history
@@ -35,9 +34,7 @@ async def remediate(services: Services, ctx: Context) -> Outcome:
 async def _uninstall(services: Services, ctx: Context) -> Outcome:
     spec = ctx.spec
     request = UninstallRequest(ctx.identity, spec.uninstall, spec.timeout)
-    # Revisions another HelmRelease wrote (an uninstalled history it kept) stay.
-    records = [r for r in ctx.observed.records if r.owner in (None, ctx.target.owner)]
-    outcome = await services.uninstaller.uninstall(request, records, ctx.clients)
+    outcome = await services.uninstaller.uninstall(request, ctx.removable_records(), ctx.clients)
     if not outcome.done:
         metrics.record_action("uninstall", "failure")
         ctx.draft.failed("UninstallFailed", outcome.message, stalled=False)
@@ -51,10 +48,10 @@ async def _uninstall(services: Services, ctx: Context) -> Outcome:
 
 async def _rollback(services: Services, ctx: Context, good: Record) -> Outcome:
     spec, draft = ctx.spec, ctx.draft
-    redact = ctx.observed.values.redact if ctx.observed.values else str
+    redact = ctx.redact
     request = DeployRequest(
         kind=ROLLBACK,
-        place=Placement(spec.release_name, spec.storage_namespace, spec.target_namespace),
+        place=ctx.placement,
         chart_archive=b"",
         chart=None,
         chart_name="",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rudder.reconcile.actions.drift_check import check_drift
 from rudder.reconcile.context import Context, Services
-from rudder.reconcile.kinds import ROLLBACK
+from rudder.reconcile.kinds import INSTALL, ROLLBACK, UPGRADE
 from rudder.reconcile.manager import Outcome
 from rudder.reconcile.report import report_release
 from rudder.release import history
@@ -74,12 +74,13 @@ async def in_sync(services: Services, ctx: Context) -> Outcome:
             draft.ready(ready.reason, ready.message)  # same words, this generation
         else:
             draft.ready(
-                "InstallSucceeded" if current.version == 1 else "UpgradeSucceeded",
+                (INSTALL if current.version == 1 else UPGRADE).success_reason,
                 f"Release {spec.release_name} revision {current.version} is deployed",
             )
     elif current is not None and current.status == "failed":
         # The same inputs failed before; trying them again is remediation's call.
-        reason = "InstallFailed" if history.last_deployed(records) is None else "UpgradeFailed"
+        kind = INSTALL if history.last_deployed(records) is None else UPGRADE
+        reason = kind.failed_reason
         if ready is None or ready.status != "False":
             draft.failed(
                 reason,
