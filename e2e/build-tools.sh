@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the pinned Kubernetes, etcd, kwok, Helm and cosign binaries from their published Go
-# modules, caching each by name and version under $RUDDER_CACHE (default ~/.cache/rudder).
+# Build the pinned Kubernetes, etcd, kwok, Helm, cosign and kustomize binaries from their
+# published Go modules, caching each by name and version under $RUDDER_CACHE (default
+# ~/.cache/rudder); and the Wasm modules built from this repository (wasm/kustomize, the
+# post-renderer fixtures in e2e/wasm-plugins), cached by a hash of their sources.
 # Afterwards $RUDDER_CACHE/tools holds plain-named links to the pinned builds:
 #   kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm helm3 cosign
+#   kustomize kustomize.wasm wasm-plugins/
 # A warm run only re-links; a cold run on 2 cores takes tens of minutes.
 set -euo pipefail
 
@@ -85,7 +88,66 @@ go_install() {
 
 link() { ln -sfn "$1" "$tools/$2"; }
 
-want=${*:-kubernetes etcd kwok helm4 helm3 cosign}
+# source_hash DIR: a hash of the Go sources (go.mod, go.sum, *.go) and plugin.yaml files
+# under DIR, with their paths, and of the Go version, so that a change to any rebuilds.
+source_hash() {
+  (
+    cd "$1"
+    find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' -o -name plugin.yaml \) -print0 |
+      LC_ALL=C sort -z | xargs -0 sha256sum
+    go env GOVERSION
+  ) | sha256sum | cut -c1-16
+}
+
+# wasm_build OUT PACKAGE...: a Go main package as an Extism plugin (a WASI reactor whose
+# //go:wasmexport functions the host calls), built in the module of the current directory.
+wasm_build() {
+  local out=$1; shift
+  GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags "-s -w" -o "$out" "$@"
+}
+
+# The kustomize post-renderer the operator runs (wasm/kustomize, kustomize's Go API in Wasm).
+kustomize_wasm_dir() { echo "$builds/kustomize-wasm-$(source_hash "$here/../wasm/kustomize")"; }
+build_kustomize_wasm() {
+  local out; out=$(kustomize_wasm_dir)
+  is_built "$out" && return 0
+  log "building kustomize.wasm from wasm/kustomize"
+  mkdir -p "$out"
+  (cd "$here/../wasm/kustomize" && wasm_build "$out/kustomize.wasm" .)
+  touch "$out/.complete"
+}
+
+# The post-renderer plugins of the end-to-end tests (e2e/wasm-plugins, one Go module, one main
+# package per plugin directory). Each becomes OUT/NAME/{plugin.yaml,plugin.wasm} and, packaged
+# by the pinned Helm 4 (so helm4 is built first), OUT/NAME-VERSION.tgz.
+wasm_plugins_dir() {
+  echo "$builds/wasm-plugins-$( { source_hash "$here/wasm-plugins"; echo "$HELM4_VERSION"; } | sha256sum | cut -c1-16)"
+}
+build_wasm_plugins() {
+  local out; out=$(wasm_plugins_dir)
+  is_built "$out" && return 0
+  build_helm4
+  log "building the post-renderer fixtures in e2e/wasm-plugins"
+  rm -rf "$out"; mkdir -p "$out"
+  local src=$here/wasm-plugins dir name
+  for dir in "$src"/*/; do
+    name=$(basename "$dir")
+    [ -f "$dir/plugin.yaml" ] || continue
+    mkdir -p "$out/$name"
+    cp "$dir/plugin.yaml" "$out/$name/plugin.yaml"
+    (cd "$src" && wasm_build "$out/$name/plugin.wasm" "./$name")
+    # A tarball of the staged directory (plugin.yaml + plugin.wasm only, not the sources).
+    "$builds/helm4-$HELM4_VERSION/helm" plugin package --sign=false "$out/$name" -d "$out" >/dev/null
+  done
+  touch "$out/.complete"
+}
+
+build_helm4() {
+  go_install helm4 helm.sh/helm/v4/cmd/helm "$HELM4_VERSION" helm \
+    "-X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION"
+}
+
+want=${*:-kubernetes etcd kwok helm4 helm3 cosign kustomize kustomize-wasm wasm-plugins}
 start=$(date +%s)
 for component in $want; do
   case $component in
@@ -97,12 +159,16 @@ for component in $want; do
     etcd) build_etcd; link "$builds/etcd-$ETCD_VERSION/etcd" etcd ;;
     kwok) go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" kwok; link "$builds/kwok-$KWOK_VERSION/kwok" kwok ;;
     # Helm reports (and stamps into releases) the version set at link time.
-    helm4) go_install helm4 helm.sh/helm/v4/cmd/helm "$HELM4_VERSION" helm \
-             "-X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION"; link "$builds/helm4-$HELM4_VERSION/helm" helm ;;
+    helm4) build_helm4; link "$builds/helm4-$HELM4_VERSION/helm" helm ;;
     helm3) go_install helm3 helm.sh/helm/v3/cmd/helm "$HELM3_VERSION" helm \
              "-X helm.sh/helm/v3/internal/version.version=$HELM3_VERSION"; link "$builds/helm3-$HELM3_VERSION/helm" helm3 ;;
     cosign) go_install cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" cosign \
               "-X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION"; link "$builds/cosign-$COSIGN_VERSION/cosign" cosign ;;
+    # The test oracle for kustomize.wasm: the same kustomize API version (see versions.env).
+    kustomize) go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" kustomize
+               link "$builds/kustomize-$KUSTOMIZE_VERSION/kustomize" kustomize ;;
+    kustomize-wasm) build_kustomize_wasm; link "$(kustomize_wasm_dir)/kustomize.wasm" kustomize.wasm ;;
+    wasm-plugins) build_wasm_plugins; link "$(wasm_plugins_dir)" wasm-plugins ;;
     *) log "unknown component $component"; exit 2 ;;
   esac
 done

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from localcluster import free_port
+from localcluster import TOOLS, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -120,6 +120,8 @@ class OperatorProcess:
             f"--chart-cache-dir={self.workdir / 'chart-cache'}",
             f"--metrics-addr=127.0.0.1:{self.health_port}",
             "--log-level=debug",
+            # Built by e2e/build-tools.sh (component kustomize-wasm).
+            f"--kustomize-module={TOOLS / 'kustomize.wasm'}",
             *self.extra_args,
         ]
 

@@ -378,6 +378,18 @@ NO_DEFAULT = {
     ".driftDetection.ignore[].target.kind": "selector: absent matches all",
     ".driftDetection.ignore[].target.name": "selector: absent matches all",
     ".driftDetection.ignore[].target.namespace": "selector: absent matches all",
+    **{
+        f".postRenderers[].kustomize.patches[].target.{name}": "selector: absent matches all"
+        for name in model._PATCH_TARGET_FIELDS
+    },
+    **{
+        f".postRenderers[].kustomize.images[].{name}": "kustomize: absent keeps the chart's"
+        for name in ("newName", "newTag", "digest")
+    },
+    **{
+        f".postRenderers[].wasm.limits.{name}": "absent: the plugin's, capped by the operator"
+        for name in ("memoryPages", "timeout", "maxOutputBytes")
+    },
 }
 
 
@@ -441,6 +453,7 @@ def test_the_parser_reads_every_defaulted_field(spec_schema: Schema) -> None:
         **MINIMAL,
         "valuesFrom": [{"kind": "ConfigMap", "name": "common"}],
         "driftDetection": {"ignore": [{"paths": ["/spec/replicas"]}]},
+        "postRenderers": [{"wasm": {"ref": f"oci://registry.example.com/plugins/x@{DIGEST}"}}],
     }
     defaulted = [
         (path, node)
@@ -461,7 +474,12 @@ def test_duration_fields_use_the_models_pattern(spec_schema: Schema) -> None:
     durations = [
         path for path, node in walk(spec_schema) if node.get("pattern") == model.DURATION_PATTERN
     ]
-    assert sorted(durations) == [".interval", ".test.timeout", ".timeout"]
+    assert sorted(durations) == [
+        ".interval",
+        ".postRenderers[].wasm.limits.timeout",
+        ".test.timeout",
+        ".timeout",
+    ]
 
 
 def test_enums_match_the_models(spec_schema: Schema) -> None:
@@ -476,6 +494,8 @@ def test_enums_match_the_models(spec_schema: Schema) -> None:
     assert enum(".driftDetection.mode") == model.DRIFT_MODES
     assert enum(".uninstall.deletionPropagation") == model.DELETION_PROPAGATIONS
     assert enum(".valuesFrom[].kind") == model.VALUES_KINDS
+    assert enum(".postRenderStrategy") == model.POST_RENDER_STRATEGIES
+    assert enum(".postRenderers[].wasm.manifestsEncoding") == model.MANIFEST_ENCODINGS
 
 
 def test_the_chart_ref_rules_use_the_models_patterns(spec_schema: Schema) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ from operator_process import (  # noqa: E402
     install_prerequisites,
     service_account_kubeconfig,
 )
+from wasm_plugins import push_plugin  # noqa: E402
 
 ADMIN_USER = "rudder-admin"  # the CN of the local control plane's admin certificate
 RUN_LABEL = "bench.rudder.dev/run"
@@ -463,6 +466,8 @@ class Scenario:
     profile: bool = False
     interval: int = INTERVAL_SECONDS
     wave_timeout: float | None = None
+    # A Wasm post-renderer every HelmRelease runs (its pinned ref), or none.
+    post_renderer: str | None = None
 
     def operator_args(self, run: str) -> list[str]:
         args = ["--log-level=info", f"--selector={RUN_LABEL}={run}"]
@@ -520,18 +525,28 @@ def log(message: str) -> None:
 
 
 def helmrelease(
-    name: str, namespace: str, run: str, ref: str, values: dict[str, Any], interval: int
+    name: str,
+    namespace: str,
+    run: str,
+    ref: str,
+    values: dict[str, Any],
+    interval: int,
+    post_renderer: str | None = None,
 ) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "chart": {"ref": ref, "insecure": True},
+        "interval": f"{interval}s",
+        "timeout": "5m",
+        "values": values,
+    }
+    if post_renderer:
+        wasm = {"ref": post_renderer, "insecure": True, "args": ["--label", "bench=wasm"]}
+        spec["postRenderers"] = [{"wasm": wasm}]
     return {
         "apiVersion": "rudder.dev/v1alpha1",
         "kind": "HelmRelease",
         "metadata": {"name": name, "namespace": namespace, "labels": {RUN_LABEL: run}},
-        "spec": {
-            "chart": {"ref": ref, "insecure": True},
-            "interval": f"{interval}s",
-            "timeout": "5m",
-            "values": values,
-        },
+        "spec": spec,
     }
 
 
@@ -785,6 +800,7 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
                 bench.chart_ref,
                 release_values(i, scenario.replicas, 0),
                 scenario.interval,
+                scenario.post_renderer,
             )
             for i, (ns, name) in enumerate(keys)
         ]
@@ -807,6 +823,7 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
                     bench.chart_ref,
                     release_values(i, scenario.replicas, 1),
                     scenario.interval,
+                    scenario.post_renderer,
                 )
                 for i, (ns, name) in enumerate(keys)
             ]
@@ -822,6 +839,9 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
                 f"requests, {idle['writes']} writes {idle['written'] or ''}"
             )
         result["operator_peak_rss_mib"] = peak_rss_mib(pid)
+        if scenario.post_renderer:
+            result["post_render"] = post_render_metrics(operator)
+            log(f"  post-render: {result['post_render']}")
     finally:
         sampler.stop()
         watch.stop()
@@ -829,6 +849,28 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             shutil.copy(operator.log_path, bench.out / f"operator-{scenario.label}.log")
     return result
+
+
+POST_RENDER_METRICS = {
+    "rudder_post_render_compiles_total": "compiles",
+    "rudder_post_render_compile_seconds_sum": "compile_s",
+    "rudder_post_render_duration_seconds_count": "runs",
+    "rudder_post_render_duration_seconds_sum": "run_s",
+}
+
+
+def post_render_metrics(operator: OperatorProcess) -> dict[str, float]:
+    """What the operator's metrics say of its Wasm post-renderers: compiles (one per module
+    and limits, whatever N is), compile seconds, runs and their seconds."""
+    url = f"http://127.0.0.1:{operator.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        key = POST_RENDER_METRICS.get(line.split("{", 1)[0].split(" ", 1)[0])
+        if key is not None:
+            totals[key] = round(totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1]), 3)
+    return totals
 
 
 PEERS = ("kube-apiserver", "etcd")
@@ -1116,6 +1158,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--helm-n", type=int, help="releases for the helm baseline (default N)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator")
     parser.add_argument(
+        "--post-renderer",
+        action="store_const",
+        const="add-label",
+        help="run each scenario again with the add-label Wasm post-renderer (e2e/wasm-plugins) "
+        "on every HelmRelease, and report its cost",
+    )
+    parser.add_argument(
         "--source",
         default="worktree",
         help="operator code: 'worktree', or a git revision to snapshot (e.g. HEAD)",
@@ -1154,6 +1203,13 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                     wave_timeout=args.wave_timeout,
                 )
             )
+    if args.post_renderer:
+        scenarios += [
+            dataclasses.replace(
+                scenario, label=f"{scenario.label}-wasm", post_renderer=args.post_renderer
+            )
+            for scenario in scenarios
+        ]
     if args.sweep or args.only_sweep:
         for point in args.sweep_points.split(","):
             concurrency, _, limits = point.partition("@")
@@ -1230,6 +1286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kubectl, Path(state.kubeconfig), workdir / "rudder.kubeconfig"
         )
         bench = Bench(state, chart_ref, out, workdir, sa_kubeconfig)
+        if args.post_renderer:
+            args.post_renderer = push_plugin(state.registry, args.post_renderer)
+            report["post_renderer"] = args.post_renderer
         report["chart"] = chart_ref
         for index, scenario in enumerate(build_scenarios(args)):
             result = run_scenario(bench, scenario, f"s{index}")

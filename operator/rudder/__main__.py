@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rudder import __version__
-from rudder.config import OperatorConfig, parse_size
-from rudder.model import parse_duration
+from rudder.config import OperatorConfig
+from rudder.model import parse_duration, parse_size
 
+# Where the container image puts the kustomize module (see the Dockerfile).
+DEFAULT_KUSTOMIZE_MODULE = "/usr/local/lib/rudder/kustomize.wasm"
 CRD_FILE = Path(__file__).resolve().parent.parent.parent / "crds" / "helmreleases.rudder.dev.yaml"
 
 
@@ -127,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse targetNamespace, storageNamespace and dependsOn outside the "
         "HelmRelease's namespace",
     )
+    _post_renderer_flags(run)
     run.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="log line format"
     )
@@ -140,6 +144,65 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("version", help="print rudder's version and the embedded Helm's")
     commands.add_parser("crd", help="print the HelmRelease CustomResourceDefinition (YAML)")
     return parser
+
+
+def _post_renderer_flags(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--kustomize-module",
+        default=os.environ.get("RUDDER_KUSTOMIZE_MODULE", DEFAULT_KUSTOMIZE_MODULE),
+        help="the kustomize Wasm module that runs postRenderers[].kustomize "
+        "(env RUDDER_KUSTOMIZE_MODULE)",
+    )
+    run.add_argument(
+        "--post-renderer-max-memory",
+        type=parse_size,
+        default="256Mi",
+        help="most memory any post-renderer gets, whatever it or the HelmRelease asks for",
+    )
+    run.add_argument(
+        "--post-renderer-timeout",
+        type=parse_duration,
+        default="30s",
+        help="longest any post-renderer may run on one stream of manifests",
+    )
+    run.add_argument(
+        "--post-renderer-max-output",
+        type=parse_size,
+        default="64Mi",
+        help="largest output accepted from a post-renderer",
+    )
+    run.add_argument(
+        "--post-renderer-allow-network",
+        action="store_true",
+        help="let Wasm plugins reach the hosts their plugin.yaml lists in allowedHosts "
+        "(without it they have no network)",
+    )
+    run.add_argument(
+        "--post-renderer-workers",
+        type=int,
+        default=2,
+        help="post-renderers run at once (each in a thread of its own)",
+    )
+    run.add_argument(
+        "--post-renderer-deny-kinds",
+        default="",
+        help="comma-separated kinds (Kind or group/Kind) a post-renderer may not add",
+    )
+    run.add_argument(
+        "--post-renderer-deny-namespaces",
+        default="",
+        help="comma-separated namespaces a post-renderer may not add objects to",
+    )
+    run.add_argument(
+        "--max-plugin-size",
+        type=parse_size,
+        default="64Mi",
+        help="largest post-renderer plugin archive pulled (compressed)",
+    )
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry_period=args.retry_period,
         default_service_account=args.default_service_account,
         no_cross_namespace_refs=args.no_cross_namespace_refs,
+        kustomize_module=Path(args.kustomize_module) if args.kustomize_module else None,
+        post_renderer_max_memory=args.post_renderer_max_memory,
+        post_renderer_timeout=args.post_renderer_timeout,
+        post_renderer_max_output=args.post_renderer_max_output,
+        post_renderer_allow_network=args.post_renderer_allow_network,
+        post_renderer_workers=args.post_renderer_workers,
+        post_renderer_deny_kinds=_list(args.post_renderer_deny_kinds),
+        post_renderer_deny_namespaces=_list(args.post_renderer_deny_namespaces),
+        max_plugin_size=args.max_plugin_size,
     )
     from rudder.app import run_operator
 

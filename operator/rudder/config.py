@@ -2,37 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kMGT]B?|B)?\s*$")
-_FACTORS = {
-    None: 1,
-    "B": 1,
-    "K": 1024,
-    "Ki": 1024,
-    "k": 1000,
-    "kB": 1000,
-    "M": 1024**2,
-    "Mi": 1024**2,
-    "MB": 1000**2,
-    "G": 1024**3,
-    "Gi": 1024**3,
-    "GB": 1000**3,
-    "T": 1024**4,
-    "Ti": 1024**4,
-    "TB": 1000**4,
-}
-
-
-def parse_size(text: str) -> int:
-    """'1Gi', '10Mi', '500MB', '4096' -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 512Mi, 1Gi, 10MB)")
-    number, unit = match.groups()
-    return int(float(number) * _FACTORS[unit])
 
 
 @dataclass(frozen=True)
@@ -58,6 +29,16 @@ class OperatorConfig:
     retry_period: float = 2.0
     default_service_account: str | None = None
     no_cross_namespace_refs: bool = False
+    # Post-renderers: the kustomize Wasm module, and the sandbox's maxima for every plugin.
+    kustomize_module: Path | None = None
+    post_renderer_max_memory: int = 256 * 1024**2
+    post_renderer_timeout: float = 30.0
+    post_renderer_max_output: int = 64 * 1024**2
+    post_renderer_allow_network: bool = False
+    post_renderer_workers: int = 2
+    post_renderer_deny_kinds: tuple[str, ...] = ()
+    post_renderer_deny_namespaces: tuple[str, ...] = ()
+    max_plugin_size: int = 64 * 1024**2
 
     @property
     def max_chart_uncompressed(self) -> int:

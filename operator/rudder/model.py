@@ -116,6 +116,37 @@ class ChartReference:
         return f"oci://{self.registry}/{self.repository}{tag}@{digest}"
 
 
+# --- sizes -------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kMGT]B?|B)?\s*$")
+_FACTORS = {
+    None: 1,
+    "B": 1,
+    "K": 1024,
+    "Ki": 1024,
+    "k": 1000,
+    "kB": 1000,
+    "M": 1024**2,
+    "Mi": 1024**2,
+    "MB": 1000**2,
+    "G": 1024**3,
+    "Gi": 1024**3,
+    "GB": 1000**3,
+    "T": 1024**4,
+    "Ti": 1024**4,
+    "TB": 1000**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Sizes as the flags and the spec write them: '1Gi', '10Mi', '500MB', '4096' -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512Mi, 1Gi, 10MB)")
+    number, unit = match.groups()
+    return int(float(number) * _FACTORS[unit])
+
+
 # --- the spec ----------------------------------------------------------------------------
 
 # Defaults shared with the CRD schema (tests/test_crd_schema.py compares them).
@@ -240,6 +271,72 @@ class DriftDetectionSpec:
     ignore: tuple[DriftIgnoreRule, ...] = ()
 
 
+POST_RENDER_STRATEGIES: Final = ("combined", "separate", "nohooks")
+MANIFEST_ENCODINGS: Final = ("text", "base64")
+_PATCH_TARGET_FIELDS: Final = (
+    "group",
+    "version",
+    "kind",
+    "name",
+    "namespace",
+    "labelSelector",
+    "annotationSelector",
+)
+_IMAGE_FIELDS: Final = ("name", "newName", "newTag", "digest")
+
+
+@dataclass(frozen=True)
+class KustomizeSpec:
+    """`postRenderers[].kustomize`: Flux's fields, handed to kustomize as they are."""
+
+    patches: tuple[Mapping[str, Any], ...] = ()  # {patch, target?: {group, kind, ...}}
+    images: tuple[Mapping[str, str], ...] = ()  # {name, newName?, newTag?, digest?}
+
+    def kustomization(self) -> dict[str, Any]:
+        """The kustomization fields the kustomize module is configured with."""
+        return {
+            "patches": [dict(p) for p in self.patches],
+            "images": [dict(i) for i in self.images],
+        }
+
+
+@dataclass(frozen=True)
+class WasmLimits:
+    """Limits a HelmRelease asks for; None leaves the plugin's own (capped by the operator)."""
+
+    memory_pages: int | None = None
+    timeout: float | None = None  # seconds
+    max_output_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class WasmSpec:
+    """`postRenderers[].wasm`: a Helm 4 post-renderer plugin pinned by digest."""
+
+    ref: str
+    reference: ChartReference
+    args: tuple[str, ...] = ()
+    config: Mapping[str, str] = field(default_factory=dict)
+    manifests_encoding: str = "text"
+    limits: WasmLimits = WasmLimits()
+    secret_ref: str | None = None
+    cert_secret_ref: str | None = None
+    insecure: bool = False
+    verify_cosign_secret: str | None = None
+
+    @property
+    def plugin_name(self) -> str:
+        return self.reference.name
+
+
+@dataclass(frozen=True)
+class PostRendererSpec:
+    """One `spec.postRenderers` entry: exactly one of the two is set."""
+
+    kustomize: KustomizeSpec | None = None
+    wasm: WasmSpec | None = None
+
+
 @dataclass(frozen=True)
 class HelmReleaseSpec:
     """A HelmRelease's spec with every default applied and every derived name resolved."""
@@ -264,6 +361,8 @@ class HelmReleaseSpec:
     test: TestSpec = TestSpec()
     uninstall: UninstallSpec = UninstallSpec()
     drift_detection: DriftDetectionSpec = DriftDetectionSpec()
+    post_renderers: tuple[PostRendererSpec, ...] = ()
+    post_render_strategy: str = "combined"
 
 
 class _Fields:
@@ -457,6 +556,80 @@ def _drift_detection(drift: _Fields) -> DriftDetectionSpec:
     return DriftDetectionSpec(mode=drift.enum("mode", DRIFT_MODES, "disabled"), ignore=tuple(rules))
 
 
+def _string_fields(fields: _Fields, names: Sequence[str]) -> dict[str, str]:
+    """The string fields `names` of an object that are set; other fields are refused."""
+    unknown = sorted(set(fields.data) - set(names))
+    if unknown:
+        raise SpecError(fields.at(unknown[0]), "is not a known field")
+    return {name: value for name in names if (value := fields.string(name)) is not None}
+
+
+def _kustomize(kustomize: _Fields) -> KustomizeSpec:
+    patches = []
+    for patch in kustomize.objects("patches"):
+        entry: dict[str, Any] = {"patch": patch.required_string("patch")}
+        if patch.has("target"):
+            entry["target"] = _string_fields(patch.child("target"), _PATCH_TARGET_FIELDS)
+        patches.append(entry)
+    images = []
+    for image in kustomize.objects("images"):
+        image.required_string("name")
+        images.append(_string_fields(image, _IMAGE_FIELDS))
+    if not patches and not images:
+        raise SpecError(kustomize.path, "must set patches or images")
+    return KustomizeSpec(patches=tuple(patches), images=tuple(images))
+
+
+def _wasm_limits(limits: _Fields) -> WasmLimits:
+    timeout = limits.duration("timeout", "1s") if limits.has("timeout") else None
+    raw_output = limits.data.get("maxOutputBytes")
+    max_output = None
+    if raw_output is not None:
+        try:
+            max_output = parse_size(str(raw_output))
+        except ValueError as error:
+            raise SpecError(limits.at("maxOutputBytes"), str(error)) from None
+        if max_output <= 0:
+            raise SpecError(limits.at("maxOutputBytes"), "must be more than zero")
+    pages = limits.integer("memoryPages", 0, minimum=1) if limits.has("memoryPages") else None
+    return WasmLimits(memory_pages=pages, timeout=timeout, max_output_bytes=max_output)
+
+
+def _wasm(wasm: _Fields) -> WasmSpec:
+    ref = wasm.required_string("ref")
+    reference = ChartReference.parse(ref, field=wasm.at("ref"))
+    if reference.digest is None:
+        raise SpecError(wasm.at("ref"), f"{ref!r} names a tag; a plugin must be pinned by digest")
+    config = wasm.data.get("config") or {}
+    if not isinstance(config, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in config.items()
+    ):
+        raise SpecError(wasm.at("config"), "must be a map of strings")
+    return WasmSpec(
+        ref=ref,
+        reference=reference,
+        args=wasm.strings("args"),
+        config=dict(config),
+        manifests_encoding=wasm.enum("manifestsEncoding", MANIFEST_ENCODINGS, "text"),
+        limits=_wasm_limits(wasm.child("limits")),
+        secret_ref=wasm.child("secretRef").string("name"),
+        cert_secret_ref=wasm.child("certSecretRef").string("name"),
+        insecure=wasm.boolean("insecure"),
+        verify_cosign_secret=wasm.child("verify")
+        .child("cosign")
+        .child("publicKeySecretRef")
+        .string("name"),
+    )
+
+
+def _post_renderer(item: _Fields) -> PostRendererSpec:
+    if item.has("kustomize") == item.has("wasm"):
+        raise SpecError(item.path, "must set exactly one of kustomize and wasm")
+    if item.has("kustomize"):
+        return PostRendererSpec(kustomize=_kustomize(item.child("kustomize")))
+    return PostRendererSpec(wasm=_wasm(item.child("wasm")))
+
+
 def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> HelmReleaseSpec:
     """The typed spec of HelmRelease `namespace/name`, defaults applied as the CRD does.
 
@@ -521,6 +694,8 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> HelmRel
             ),
         ),
         drift_detection=_drift_detection(fields.child("driftDetection")),
+        post_renderers=tuple(_post_renderer(item) for item in fields.objects("postRenderers")),
+        post_render_strategy=fields.enum("postRenderStrategy", POST_RENDER_STRATEGIES, "combined"),
     )
 
 

@@ -1,4 +1,4 @@
-"""Why a chart could not be obtained, in the words status conditions use.
+"""Why a chart (or a post-renderer plugin) could not be obtained, in status words.
 
 Every failure of the chart source is a `ChartError` with a reason from this module, a
 message that names the chart reference (never credentials), and whether retrying can
@@ -20,6 +20,9 @@ CHART_TOO_LARGE: Final = "ChartTooLarge"
 INVALID_CHART: Final = "InvalidChart"
 # The spec names a chart in a way rudder refuses (bad syntax, a tag without allowTag).
 INVALID_CHART_REFERENCE: Final = "InvalidChartReference"
+# Post-renderer plugins come from registries the same way, with reasons of their own.
+PLUGIN_NOT_FOUND: Final = "PluginNotFound"
+INVALID_PLUGIN: Final = "InvalidPlugin"  # not a postrenderer/v1 extism/v1 plugin, or unsafe
 
 # Retrying cannot change the outcome of these without a change of spec or of the content.
 _NOT_RETRIABLE: Final = frozenset(
@@ -30,6 +33,7 @@ _NOT_RETRIABLE: Final = frozenset(
         CHART_TOO_LARGE,
         INVALID_CHART,
         INVALID_CHART_REFERENCE,
+        INVALID_PLUGIN,
     }
 )
 

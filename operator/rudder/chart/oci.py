@@ -49,8 +49,9 @@ class PulledChart:
 
 
 @dataclass
-class _Pull:
-    """One pull: the cache first, the registry only for what the cache lacks."""
+class CachedPull:
+    """One pull: the cache first, the registry only for what the cache lacks (charts and
+    post-renderer plugins alike)."""
 
     cache: BlobCache
     client: RegistryClient
@@ -93,7 +94,7 @@ class OciPuller:
         """The verified, size- and path-checked chart archive `ref` pins."""
         if ref.digest is None:
             raise ValueError("pull needs a digest-pinned reference")
-        pull = _Pull(self.cache, client, ref)
+        pull = CachedPull(self.cache, client, ref)
         chart_digest, chart = self._chart_manifest(pull, ref.digest)
         if chart.chart.size > self.limits.max_compressed:
             raise ChartError(
@@ -148,7 +149,7 @@ class OciPuller:
         if not client.has_manifest(ref.repository, digest, MANIFEST_ACCEPT):
             raise ChartError(CHART_NOT_FOUND, f"{ref}: manifest {digest} not found in the registry")
 
-    def _chart_manifest(self, pull: _Pull, digest: str) -> tuple[str, HelmChartManifest]:
+    def _chart_manifest(self, pull: CachedPull, digest: str) -> tuple[str, HelmChartManifest]:
         top = pull.parsed(digest)
         if isinstance(top, ImageManifest):
             return digest, self._helm(pull, digest, top)
@@ -164,7 +165,7 @@ class OciPuller:
         )
 
     @staticmethod
-    def _helm(pull: _Pull, digest: str, manifest: ImageManifest) -> HelmChartManifest:
+    def _helm(pull: CachedPull, digest: str, manifest: ImageManifest) -> HelmChartManifest:
         try:
             return helm_chart(manifest)
         except ManifestError as error:

@@ -115,8 +115,8 @@ class ChartSource:
         access_ttl: float = ACCESS_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._cache = BlobCache(Path(cache_dir), max_cache_bytes)
-        self._puller = OciPuller(self._cache, ArchiveLimits(max_compressed, max_uncompressed))
+        self.cache = BlobCache(Path(cache_dir), max_cache_bytes)
+        self._puller = OciPuller(self.cache, ArchiveLimits(max_compressed, max_uncompressed))
         self._ca_dir = Path(cache_dir) / "ca"
         self._timeout = timeout
         self._memory: OrderedDict[str, LoadedChart] = OrderedDict()
@@ -135,7 +135,7 @@ class ChartSource:
         ref = self._reference(request)
         if ref.digest is not None:
             return ref.digest
-        key = (str(ref), _transport_key(request))
+        key = (str(ref), transport_key(request))
         digest = await self._resolutions.run(
             key, lambda: asyncio.to_thread(self._resolve_blocking, request, ref)
         )
@@ -151,18 +151,24 @@ class ChartSource:
             ref = ref.pinned(await self.resolve(request))
         digest = ref.digest
         assert digest is not None
-        if request.check_access:
-            await self._check_access(request, ref, digest)
-        if request.cosign_public_key_pem is not None:
-            await self._verify(request, ref, digest)
+        await self.authorize(request, ref, digest)
         loaded = self._remembered(digest)
         if loaded is not None:
             metrics.CACHE_HITS.labels(tier="memory").inc()
         else:
             loaded = await self._loads.run(
-                (digest, _transport_key(request)), lambda: self._load(request, ref)
+                (digest, transport_key(request)), lambda: self._load(request, ref)
             )
         return replace(loaded, ref=request.ref)
+
+    async def authorize(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
+        """What must hold before cached content of `digest` is served to `request`: the
+        registry's yes to its credentials (tenant mode) and its cosign signature (a key
+        given). Post-renderer plugins go through the same gate."""
+        if request.check_access:
+            await self._check_access(request, ref, digest)
+        if request.cosign_public_key_pem is not None:
+            await self._verify(request, ref, digest)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -206,7 +212,7 @@ class ChartSource:
         if remembered in self._verified:
             return
         await self._verifications.run(
-            (*remembered, _transport_key(request)),
+            (*remembered, transport_key(request)),
             lambda: asyncio.to_thread(self._verify_blocking, request, ref, digest, public_key),
         )
         self._verified.add(remembered)
@@ -243,15 +249,15 @@ class ChartSource:
     # -- blocking parts, run in worker threads ---------------------------------------------
 
     def _resolve_blocking(self, request: ChartRequest, ref: OciReference) -> str:
-        with contextlib.closing(self._client(request, ref)) as client:
+        with contextlib.closing(self.registry_client(request, ref)) as client:
             return self._puller.resolve(client, ref)
 
     def _check_access_blocking(self, request: ChartRequest, ref: OciReference, digest: str) -> None:
-        with contextlib.closing(self._client(request, ref)) as client:
+        with contextlib.closing(self.registry_client(request, ref)) as client:
             self._puller.check_access(client, ref, digest)
 
     def _pull_blocking(self, request: ChartRequest, ref: OciReference) -> PulledChart:
-        with contextlib.closing(self._client(request, ref)) as client:
+        with contextlib.closing(self.registry_client(request, ref)) as client:
             return self._puller.pull(client, ref)
 
     def _verify_blocking(
@@ -261,10 +267,11 @@ class ChartSource:
         digest: str,
         public_key: ec.EllipticCurvePublicKey,
     ) -> None:
-        with contextlib.closing(self._client(request, ref)) as client:
+        with contextlib.closing(self.registry_client(request, ref)) as client:
             verify_signed(client, ref, digest, public_key)
 
-    def _client(self, request: ChartRequest, ref: OciReference) -> RegistryClient:
+    def registry_client(self, request: ChartRequest, ref: OciReference) -> RegistryClient:
+        """A client for `ref`'s registry with the request's credentials and CA (blocking use)."""
         credentials = None
         if request.docker_config_json is not None:
             try:
@@ -318,10 +325,10 @@ def _parse(ref: OciReference, pulled: PulledChart) -> LoadedChart:
 
 
 def _access_key(request: ChartRequest, ref: OciReference, digest: str) -> _AccessKey:
-    return (request.identity or "", ref.registry, ref.repository, digest, _transport_key(request))
+    return (request.identity or "", ref.registry, ref.repository, digest, transport_key(request))
 
 
-def _transport_key(request: ChartRequest) -> str:
+def transport_key(request: ChartRequest) -> str:
     """Requests that reach the registry the same way (same credentials, CA, scheme) may
     share one download; others must not ride on a download made with other credentials."""
     parts = (

@@ -1,6 +1,6 @@
-"""What a new revision stores: rendered now with the cluster's Capabilities, or copied
-from a rollback's target revision; which of the chart's crds/ to apply, and the wait until
-they are Established."""
+"""What a new revision stores: rendered now with the cluster's Capabilities (and
+post-rendered, as Helm stores it), or copied from a rollback's target revision; which of
+the chart's crds/ to apply, and the wait until they are Established."""
 
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ async def revision_content(
             impersonate=request.impersonate,
         ),
     )
+    if request.post_render is not None:
+        rendered = await request.post_render(rendered)
     hooks, manifests = sort_manifests(rendered)
     try:
         crds = crd_documents(request.chart.crds) if request.crds_policy != "Skip" else []

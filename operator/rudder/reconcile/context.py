@@ -15,6 +15,7 @@ from rudder.config import OperatorConfig
 from rudder.kube.client import MERGE_PATCH, ApiError, KubeClient
 from rudder.model import HelmReleaseSpec
 from rudder.observe.events import EventRecorder
+from rudder.postrender.pipeline import PostRenderer
 from rudder.reconcile.decide import Decision
 from rudder.reconcile.deploy import Deployer
 from rudder.reconcile.identity import Identity, ReleaseClients
@@ -33,6 +34,7 @@ class Services:
     kube: KubeClient  # rudder itself: the HelmRelease, its status, its finalizer
     events: EventRecorder
     charts: ChartSource
+    post_renderer: PostRenderer
     deployer: Deployer
     uninstaller: Uninstaller
     config: OperatorConfig

@@ -100,6 +100,8 @@ class DeployRequest:
     redact: Callable[[str], str] = str
     timeout: float = 300.0  # seconds, per hook wait (and readiness wait)
     impersonate: str | None = None  # for the chart's `lookup` calls
+    # The HelmRelease's post-renderers, applied to the rendered files before sorting.
+    post_render: Callable[[dict[str, str]], Awaitable[dict[str, str]]] | None = None
 
     @property
     def is_install(self) -> bool:

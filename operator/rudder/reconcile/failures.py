@@ -20,6 +20,7 @@ from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
 from rudder.kube.client import TRANSPORT_ERRORS, ApiError
 from rudder.model import SpecError
+from rudder.postrender.errors import PostRenderError
 from rudder.reconcile.deploy_failure import DeployError, is_transient
 from rudder.reconcile.values_sources import ValuesSourceError
 from rudder.release.codec import ReleaseFormatError
@@ -51,6 +52,8 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
         return Failure(error.reason, error.message, stalled=not error.retriable)
     if isinstance(error, ValuesSourceError):
         return Failure("ValuesSourceNotFound", error.message, stalled=False)
+    if isinstance(error, PostRenderError):
+        return Failure(error.reason, redact(error.message), stalled=not error.retriable)
     if isinstance(error, RenderError):
         return Failure(error.reason, redact(error.message), stalled=True)
     if isinstance(error, ManifestError):
@@ -77,6 +80,7 @@ REPORTED: tuple[type[BaseException], ...] = (
     ChartError,
     ValuesSourceError,
     RenderError,
+    PostRenderError,
     ManifestError,
     ReleaseFormatError,
     SpecError,

@@ -23,6 +23,7 @@ from rudder.model import (
     find_condition,
     parse_spec,
 )
+from rudder.postrender.pipeline import inputs_digest
 from rudder.reconcile.decide import drives
 from rudder.reconcile.failures import Failure, classify
 from rudder.reconcile.identity import Identity, ReleaseClients, service_account_user
@@ -193,12 +194,15 @@ class Observer:
         if digest is None:  # allowTag: re-resolved every interval
             digest = await self.charts.resolve(request)
         values = await compose_values(clients.kube, target.namespace, spec.values_from, spec.values)
+        # The digest the release is stamped with covers the post-renderers too.
+        values = dataclasses.replace(values, digest=inputs_digest(values.digest, spec))
         observed = await with_history(
             dataclasses.replace(
                 base,
                 desired=Desired(target.owner, digest, values.digest),
                 values=values,
                 chart_request=request if spec.chart.reference.digest else request.pinned(digest),
+                plugin_requests=await self._plugin_requests(target, spec, clients),
             )
         )
         return dataclasses.replace(
@@ -223,6 +227,59 @@ class Observer:
     async def _chart_request(
         self, target: Target, spec: HelmReleaseSpec, clients: ReleaseClients
     ) -> ChartRequest:
+        chart = spec.chart
+        return await self._artifact_request(
+            target,
+            spec,
+            clients,
+            chart.ref,
+            allow_tag=chart.allow_tag,
+            insecure=chart.insecure,
+            secret_ref=chart.secret_ref,
+            cert_secret_ref=chart.cert_secret_ref,
+            cosign_secret=chart.verify_cosign_secret,
+        )
+
+    async def _plugin_requests(
+        self, target: Target, spec: HelmReleaseSpec, clients: ReleaseClients
+    ) -> tuple[ChartRequest | None, ...]:
+        """One request per post-renderer: its Wasm plugin's, None for kustomize."""
+        requests: list[ChartRequest | None] = []
+        for item in spec.post_renderers:
+            wasm = item.wasm
+            if wasm is None:
+                requests.append(None)
+                continue
+            requests.append(
+                await self._artifact_request(
+                    target,
+                    spec,
+                    clients,
+                    wasm.ref,
+                    allow_tag=False,
+                    insecure=wasm.insecure,
+                    secret_ref=wasm.secret_ref,
+                    cert_secret_ref=wasm.cert_secret_ref,
+                    cosign_secret=wasm.verify_cosign_secret,
+                )
+            )
+        return tuple(requests)
+
+    async def _artifact_request(
+        self,
+        target: Target,
+        spec: HelmReleaseSpec,
+        clients: ReleaseClients,
+        ref: str,
+        *,
+        allow_tag: bool,
+        insecure: bool,
+        secret_ref: str | None,
+        cert_secret_ref: str | None,
+        cosign_secret: str | None,
+    ) -> ChartRequest:
+        """A pull of a chart or plugin, its Secrets read as the release's identity."""
+
         async def secret_key(name: str | None, key: str) -> bytes | None:
             if not name:
                 return None
@@ -232,14 +289,15 @@ class Observer:
             value = ((secret or {}).get("data") or {}).get(key)
             return base64.b64decode(value) if value else None
 
-        cosign = spec.chart.verify_cosign_secret
         return ChartRequest(
-            ref=spec.chart.ref,
-            allow_tag=spec.chart.allow_tag,
-            insecure=spec.chart.insecure,
-            docker_config_json=await secret_key(spec.chart.secret_ref, ".dockerconfigjson"),
-            ca_pem=await secret_key(spec.chart.cert_secret_ref, "ca.crt"),
-            cosign_public_key_pem=await secret_key(cosign, "cosign.pub") if cosign else None,
+            ref=ref,
+            allow_tag=allow_tag,
+            insecure=insecure,
+            docker_config_json=await secret_key(secret_ref, ".dockerconfigjson"),
+            ca_pem=await secret_key(cert_secret_ref, "ca.crt"),
+            cosign_public_key_pem=(
+                await secret_key(cosign_secret, "cosign.pub") if cosign_secret else None
+            ),
             identity=spec.service_account_user,
             check_access=bool(self.config.default_service_account),
         )

@@ -64,6 +64,8 @@ class Observed:
     clients: ReleaseClients | None = field(default=None, compare=False)
     values: ComposedValues | None = field(default=None, compare=False)
     chart_request: ChartRequest | None = field(default=None, compare=False)
+    # spec.postRenderers[i]'s plugin pull, None for kustomize.
+    plugin_requests: tuple[ChartRequest | None, ...] = field(default=(), compare=False)
 
     def with_records(self, records: Sequence[Record]) -> Observed:
         return replace(self, records=records)

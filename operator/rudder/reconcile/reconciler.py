@@ -23,6 +23,10 @@ from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 from rudder.observe import metrics
 from rudder.observe.events import EventRecorder
+from rudder.postrender.checks import OutputPolicy
+from rudder.postrender.pipeline import PostRenderer
+from rudder.postrender.plugins import PluginSource
+from rudder.postrender.sandbox import Sandbox, SandboxLimits, use_compile_cache
 from rudder.reconcile.actions import ACTIONS
 from rudder.reconcile.actions.finalize import DEFAULT_TIMEOUT, deletion_failed
 from rudder.reconcile.actions.unlock import unlock
@@ -60,6 +64,7 @@ class Reconciler:
             kube=kube,
             events=EventRecorder(kube),
             charts=charts,
+            post_renderer=post_renderer(charts, config),
             deployer=Deployer(discovery, Renderer(config.kubeconfig)),
             uninstaller=Uninstaller(),
             config=config,
@@ -179,3 +184,26 @@ class Reconciler:
                 if error.code != 404:  # deleted meanwhile: nothing to report to
                     raise
             draft.current = desired
+
+
+def post_renderer(charts: ChartSource, config: OperatorConfig) -> PostRenderer:
+    """The post-renderer service the operator's flags describe."""
+    use_compile_cache(config.chart_cache_dir / "compiled-wasm")
+    sandbox = Sandbox(
+        SandboxLimits(
+            max_memory=config.post_renderer_max_memory,
+            timeout=config.post_renderer_timeout,
+            max_output=config.post_renderer_max_output,
+            allow_network=config.post_renderer_allow_network,
+            workers=config.post_renderer_workers,
+        )
+    )
+    return PostRenderer(
+        sandbox,
+        PluginSource(charts, max_size=config.max_plugin_size),
+        config.kustomize_module,
+        OutputPolicy(
+            deny_kinds=frozenset(config.post_renderer_deny_kinds),
+            deny_namespaces=frozenset(config.post_renderer_deny_namespaces),
+        ),
+    )

@@ -7,6 +7,8 @@ never acted (suspended, chart missing, refused) holds nothing up when it is dele
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable
@@ -14,6 +16,7 @@ from collections.abc import Awaitable
 from rudder.chart.errors import ChartError
 from rudder.chart.source import LoadedChart
 from rudder.observe import metrics
+from rudder.postrender.errors import PostRenderError
 from rudder.reconcile.actions.outcome import (
     action_fields,
     announce,
@@ -42,7 +45,8 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
     assert observed.values is not None
     try:
         chart = await services.charts.get(observed.chart_request)
-    except ChartError as error:
+        job = await services.post_renderer.prepare(spec, observed.plugin_requests, ctx.target.owner)
+    except (ChartError, PostRenderError) as error:
         return await report_failure(services, ctx, kind, error, time.monotonic())
     report_chart(draft, spec.chart.ref, chart)
     if ctx.decision.out_of_band:
@@ -52,6 +56,10 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         ctx.target = await patch_finalizer(services.kube, ctx.target, present=True)
 
     request = _deploy_request(services, ctx, kind, chart)
+    if job is not None:
+        request = dataclasses.replace(
+            request, post_render=functools.partial(services.post_renderer.run, job)
+        )
     started = time.monotonic()
     # A retry of the same inputs keeps reporting its last failure until it succeeds, so a
     # release that keeps failing the same way does not write status each time.
