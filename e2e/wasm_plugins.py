@@ -3,7 +3,6 @@ registry as Helm 4 plugin artifacts."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,12 +11,10 @@ from localcluster import TOOLS
 # The throwaway-registry helpers of the unit tests also drive the cluster's registries.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 from registry_fixture import RegistryApi
+from registry_fixture import push_plugin as push_archive
 
 PLUGINS = TOOLS / "wasm-plugins"
 VERSION = "0.1.0"
-ARTIFACT_TYPE = "application/vnd.helm.plugin.v1+json"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
-LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 def archive(name: str) -> Path:
@@ -25,35 +22,11 @@ def archive(name: str) -> Path:
     return PLUGINS / f"{name}-{VERSION}.tgz"
 
 
-def push_plugin(registry: str, name: str, repository: str = "plugins") -> str:
-    """Push as Helm lays plugins out in OCI (pkg/registry/plugin.go); the pinned ref."""
-    data = archive(name).read_bytes()
-    return push_plugin_bytes(registry, name, data, repository)
+def push_plugin(registry: str, name: str) -> str:
+    """Push the fixture plugin `name` to the registry at `registry`; its pinned ref."""
+    return push_archive(RegistryApi(registry), name, archive(name).read_bytes(), VERSION)
 
 
-def push_plugin_bytes(
-    registry_host: str, name: str, data: bytes, repository: str = "plugins"
-) -> str:
-    registry = RegistryApi(registry_host)
-    path = f"{repository}/{name}"
-    config = b"{}"
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": EMPTY_CONFIG,
-            "digest": registry.upload_blob(path, config),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": LAYER,
-                "digest": registry.upload_blob(path, data),
-                "size": len(data),
-                "annotations": {"org.opencontainers.image.title": f"{name}-{VERSION}.tgz"},
-            }
-        ],
-    }
-    digest = registry.put_manifest(path, VERSION, json.dumps(manifest).encode())
-    return f"oci://{registry.host}/{path}@{digest}"
+def push_plugin_bytes(registry: str, name: str, data: bytes, repository: str) -> str:
+    """Push `data` as if it were the archive of a plugin named `name`."""
+    return push_archive(RegistryApi(registry), name, data, VERSION, repository)

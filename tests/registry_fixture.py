@@ -343,6 +343,42 @@ def push_artifact(
     return registry.put_manifest(repository, tag, json.dumps(manifest).encode())
 
 
+PLUGIN_ARTIFACT_TYPE = "application/vnd.helm.plugin.v1+json"
+
+
+def push_plugin(
+    registry: RegistryApi,
+    name: str,
+    archive: bytes,
+    version: str = "0.1.0",
+    repository: str = "plugins",
+) -> str:
+    """A Helm 4 plugin archive as Helm lays plugins out in OCI (pkg/registry/plugin.go):
+    artifactType, an empty config, one `<name>-<version>.tgz` layer. The pinned ref."""
+    path = f"{repository}/{name}"
+    config = b"{}"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": PLUGIN_ARTIFACT_TYPE,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": registry.upload_blob(path, config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": registry.upload_blob(path, archive),
+                "size": len(archive),
+                "annotations": {"org.opencontainers.image.title": f"{name}-{version}.tgz"},
+            }
+        ],
+    }
+    digest = registry.put_manifest(path, version, json.dumps(manifest).encode())
+    return f"oci://{registry.host}/{path}@{digest}"
+
+
 def docker_config(host: str, user: str, password: str) -> bytes:
     """A `.dockerconfigjson` as `kubectl create secret docker-registry` writes it."""
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -209,3 +209,20 @@ def test_the_inputs_digest_covers_post_renderers_and_nothing_else_changes() -> N
     assert len(digests) == 4
     assert inputs_digest("sha256:values", one) == inputs_digest("sha256:values", one)
     assert inputs_digest("sha256:other", one) != inputs_digest("sha256:values", one)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "says"),
+    [
+        ({"hostFunctions": ["http_get"]}, "host functions"),
+        ({"fileSystem": {"createTempDir": True}}, "temporary directory"),
+        ({"memory": {"maxPages": True}}, "malformed"),
+    ],
+    ids=["host-functions", "filesystem", "bool-pages"],
+)
+def test_plugins_asking_for_what_the_sandbox_does_not_offer_are_refused(
+    runtime: dict[str, Any], says: str
+) -> None:
+    text = yaml.safe_dump({**PLUGIN_YAML, "runtimeConfig": runtime}).encode()
+    with pytest.raises(ChartError, match=says):
+        parse_plugin_yaml(text, "add-label", "ref")

@@ -28,7 +28,7 @@ from rudder.postrender.stream import (
     parse_stream,
     passed_by,
 )
-from rudder.release.manifest import sort_manifests
+from rudder.release.manifest import ManifestError, sort_manifests
 
 RENDERED = {
     "shop/templates/NOTES.txt": "Thanks for installing",
@@ -189,3 +189,81 @@ def test_origin_labels_are_added_and_nothing_else_changes() -> None:
         NAMESPACE_LABEL: "team-a",
     }
     assert original["metadata"]["labels"] == {"app": "shop"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["y", "Y", "n", "N", "08", "08540", "1e3", "0o17", "8217e93", "~", "null", "", "0x10",
+     ".5", "+1", "1_000", "on", "yes", "true", "<<", "-", "a: b", "#x", "@x", "'q'", '"dq"',
+     "multi\nline", " padded ", "ünïcode"],
+)  # fmt: skip
+def test_every_string_and_key_reads_back_as_the_same_string(text: str) -> None:
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+           "data": {"value": text, text or "empty": "key"}}  # fmt: skip
+    assert parse_stream(dump_stream([obj]), "test") == [obj]
+
+
+def test_aliases_in_post_renderer_output_are_refused() -> None:
+    head = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+    bomb = head + "data:\n  a: &a [x, x]\n  b: [*a, *a]\n"
+    with pytest.raises(ManifestError, match="aliases"):
+        parse_stream(bomb, "p")
+
+
+def hook(kind: str, name: str, events: str = "pre-install") -> dict:
+    made = obj(kind, name)
+    made["metadata"]["annotations"] = {"helm.sh/hook": events}
+    return made
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "says"),
+    [
+        (
+            [obj("ConfigMap", "a")],
+            [obj("ConfigMap", "a"), hook("Job", "x")],
+            "may not add Helm hooks",
+        ),
+        ([obj("ConfigMap", "a")], [hook("ConfigMap", "a")], "may not make or unmake hooks"),
+        ([hook("Job", "x")], [obj("Job", "x")], "may not make or unmake hooks"),
+        ([hook("Job", "x")], [hook("Job", "x", "post-delete")], "may not make or unmake hooks"),
+    ],
+    ids=["added-hook", "made-hook", "unmade-hook", "other-events"],
+)
+def test_post_renderers_may_not_make_or_change_hooks(before: list, after: list, says: str) -> None:
+    with pytest.raises(PostRenderError, match=says):
+        check_additions(before, after, OutputPolicy(), "p")
+
+
+def test_writing_out_the_namespace_is_the_same_object() -> None:
+    policy = OutputPolicy(deny_kinds=frozenset({"ConfigMap"}))
+    check_additions([hook("ConfigMap", "a")], [_in(hook("ConfigMap", "a"), "shop")], policy, "p")
+    check_additions([_in(obj("ConfigMap", "a"), "shop")], [obj("ConfigMap", "a")], policy, "p")
+    with pytest.raises(PostRenderError, match="denied"):
+        check_additions(
+            [_in(obj("ConfigMap", "a"), "shop")], [_in(obj("ConfigMap", "a"), "other")], policy, "p"
+        )
+
+
+def _in(made: dict, namespace: str) -> dict:
+    made["metadata"]["namespace"] = namespace
+    return made
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        ({"apiVersion": "v1", "kind": "List", "metadata": {"name": "l"}}, "is a List"),
+        (_in(obj("ConfigMap", "a"), ["x"]), "metadata.namespace"),  # type: ignore[arg-type]
+        ({**obj("ConfigMap", "a"), "metadata": {"name": "a", "labels": {"n": 1}}}, "labels"),
+        (
+            {**obj("ConfigMap", "a"), "metadata": {"name": "a", "annotations": {
+                FILENAME_ANNOTATION: "shop/templates/NOTES.txt"}}},
+            "holds no objects",
+        ),
+    ],
+    ids=["list", "namespace-list", "label-number", "notes-file"],
+)  # fmt: skip
+def test_output_objects_must_have_the_shape_rudder_applies(document: dict, says: str) -> None:
+    with pytest.raises(PostRenderError, match=says):
+        check_objects([document], "p")

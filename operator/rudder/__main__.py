@@ -161,14 +161,14 @@ def _post_renderer_flags(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--post-renderer-timeout",
-        type=parse_duration,
+        type=_positive_duration,
         default="30s",
         help="longest any post-renderer may run on one stream of manifests",
     )
     run.add_argument(
         "--post-renderer-max-output",
         type=parse_size,
-        default="64Mi",
+        default="16Mi",
         help="largest output accepted from a post-renderer",
     )
     run.add_argument(
@@ -179,7 +179,7 @@ def _post_renderer_flags(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--post-renderer-workers",
-        type=int,
+        type=_at_least_one,
         default=2,
         help="post-renderers run at once (each in a thread of its own)",
     )
@@ -199,6 +199,20 @@ def _post_renderer_flags(run: argparse.ArgumentParser) -> None:
         default="64Mi",
         help="largest post-renderer plugin archive pulled (compressed)",
     )
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not longer than zero")
+    return seconds
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def _list(text: str) -> tuple[str, ...]:

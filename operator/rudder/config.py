@@ -33,7 +33,7 @@ class OperatorConfig:
     kustomize_module: Path | None = None
     post_renderer_max_memory: int = 256 * 1024**2
     post_renderer_timeout: float = 30.0
-    post_renderer_max_output: int = 64 * 1024**2
+    post_renderer_max_output: int = 16 * 1024**2
     post_renderer_allow_network: bool = False
     post_renderer_workers: int = 2
     post_renderer_deny_kinds: tuple[str, ...] = ()

@@ -13,6 +13,7 @@ same sandbox with the kustomization in its config: one sandbox, one message form
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from rudder.chart.errors import ChartError
 from rudder.chart.source import ChartRequest
 from rudder.model import HelmReleaseSpec, PostRendererSpec, WasmLimits
 from rudder.postrender.checks import OutputPolicy, check_additions, check_objects, with_origin
@@ -63,6 +65,13 @@ class PostRenderJob:
     owner: Owner
 
 
+def _as_group_files(
+    job: PostRenderJob, group_name: str, objects: list[JSONObject]
+) -> dict[str, str]:
+    labelled = with_origin(objects, job.owner.name, job.owner.namespace)
+    return as_files(labelled, group_name)
+
+
 def inputs_digest(values_digest: str, spec: HelmReleaseSpec) -> str:
     """The values digest, covering the post-renderers when there are any: a change of
     post-renderers (or of a plugin's digest) is then a change of inputs, an upgrade. Without
@@ -86,13 +95,14 @@ def _canonical(item: PostRendererSpec) -> object:
         return {"kustomize": item.kustomize.kustomization()}
     assert item.wasm is not None
     wasm = item.wasm
+    # What changes the output: not the limits, nor the tag written beside the digest.
+    reference = wasm.reference
     return {
         "wasm": {
-            "ref": wasm.reference.pinned(wasm.reference.digest or ""),
+            "ref": f"{reference.registry}/{reference.repository}@{reference.digest}",
             "args": list(wasm.args),
             "config": dict(wasm.config),
             "encoding": wasm.manifests_encoding,
-            "limits": [wasm.limits.memory_pages, wasm.limits.timeout, wasm.limits.max_output_bytes],
         }
     }
 
@@ -116,7 +126,8 @@ class PostRenderer:
         self, spec: HelmReleaseSpec, requests: Sequence[ChartRequest | None], owner: Owner
     ) -> PostRenderJob | None:
         """The job for `spec`'s post-renderers (None without any). `requests[i]` pulls the
-        plugin of `spec.postRenderers[i]` (None for kustomize). Raises ChartError."""
+        plugin of `spec.postRenderers[i]` (None for kustomize). Raises ChartError (a plugin
+        artifact), PostRenderError (no kustomize module)."""
         if not spec.post_renderers:
             return None
         steps = []
@@ -129,7 +140,10 @@ class PostRenderer:
                 continue
             assert item.wasm is not None
             assert request is not None
-            plugin = await self.plugins.get(request)
+            try:
+                plugin = await self.plugins.get(request)
+            except ChartError as error:
+                raise ChartError(error.reason, f"{field}: {error.message}") from None
             config = {**plugin.runtime.config, **item.wasm.config}
             where = f"{field} ({plugin.name} {plugin.version})"
             steps.append(
@@ -145,33 +159,42 @@ class PostRenderer:
         return PostRenderJob(tuple(steps), spec.post_render_strategy, owner)
 
     async def run(self, job: PostRenderJob, rendered: Mapping[str, str]) -> dict[str, str]:
-        """The rendered files after the post-renderers (NOTES.txt kept as it was)."""
+        """The rendered files after the post-renderers (NOTES.txt kept as it was). Every
+        step, with the reading and checking of its output, runs on a sandbox worker."""
         parts = [{path: text for path, text in rendered.items() if path.endswith(NOTES_SUFFIX)}]
-        for group in groups(rendered, job.strategy):
+        for group in await asyncio.to_thread(groups, rendered, job.strategy):
             if not group.documents:
                 continue
             if not group.post_render:
                 parts.append(passed_by(group))
                 continue
-            objects = annotated(group)
+            objects = await asyncio.to_thread(annotated, group)
             for step in job.steps:
-                objects = await self._run_step(step, objects)
-            labelled = with_origin(objects, job.owner.name, job.owner.namespace)
-            parts.append(as_files(labelled, group.name))
+                objects = await self.sandbox.submit(
+                    functools.partial(self._run_step, step, objects)
+                )
+            parts.append(await asyncio.to_thread(_as_group_files, job, group.name, objects))
         return merge_files(parts)
 
-    async def _run_step(self, step: Step, objects: list[JSONObject]) -> list[JSONObject]:
+    def _run_step(self, step: Step, objects: list[JSONObject]) -> list[JSONObject]:
+        """One post-renderer on one stream (blocking, on a sandbox worker)."""
         limits = self.sandbox.run_limits(
             step.plugin, step.limits.memory_pages, step.limits.timeout, step.limits.max_output_bytes
         )
         message = input_message(dump_stream(objects), step.args, step.encoding)
-        output = await self.sandbox.run(step.plugin, message, step.config, limits, step.where)
+        output = self.sandbox.call(step.plugin, message, step.config, limits, step.where)
         manifests = output_manifests(output, step.where)
         try:
             result = parse_stream(manifests, step.where)
-        except ManifestError as error:
-            raise PostRenderError(POST_RENDER_FAILED, str(error)) from None
+        except (ManifestError, UnicodeError, RecursionError) as error:
+            raise PostRenderError(
+                POST_RENDER_FAILED, f"{step.where}: the output is not valid YAML: {error}"
+            ) from None
         check_objects(result, step.where)
+        if objects and not result:
+            raise PostRenderError(
+                POST_RENDER_FAILED, f"{step.where}: the output has no objects (the input had)"
+            )
         check_additions(objects, result, self.policy, step.where)
         return result
 

@@ -25,9 +25,8 @@ from rudder.chart.errors import INVALID_PLUGIN, ChartError
 from rudder.chart.manifest import Descriptor, ImageManifest
 
 PLUGIN_ARTIFACT_TYPE: Final = "application/vnd.helm.plugin.v1+json"
-PLUGIN_LAYERS: Final = frozenset(
-    {"application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"}
-)
+# Helm also allows a plain tar layer, but its plugin archives are always gzip'd .tgz files.
+PLUGIN_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 TITLE: Final = "org.opencontainers.image.title"
 POSTRENDERER: Final = "postrenderer/v1"
 EXTISM: Final = "extism/v1"
@@ -67,7 +66,7 @@ def plugin_layer(manifest: ImageManifest, name: str, where: str) -> Descriptor:
     for layer in manifest.layers:
         title = layer.annotations.get(TITLE, "")
         if title.startswith(f"{name}-") and title.endswith(".tgz"):
-            if layer.media_type not in PLUGIN_LAYERS:
+            if layer.media_type != PLUGIN_LAYER:
                 raise ChartError(
                     INVALID_PLUGIN, f"{where}: layer {title} has media type {layer.media_type!r}"
                 )
@@ -140,9 +139,21 @@ def _runtime(config: Any, where: str) -> RuntimeConfig:
     plugin_config = config.get("config") or {}
     hosts = config.get("allowedHosts") or []
     entry = config.get("entryFuncName") or DEFAULT_ENTRY
+    if config.get("hostFunctions"):
+        raise ChartError(
+            INVALID_PLUGIN,
+            f"{where}: plugin.yaml asks for host functions {config['hostFunctions']!r}; "
+            "rudder's sandbox offers none",
+        )
+    if isinstance(config.get("fileSystem"), dict) and config["fileSystem"].get("createTempDir"):
+        raise ChartError(
+            INVALID_PLUGIN,
+            f"{where}: plugin.yaml asks for a temporary directory; rudder's sandbox has no "
+            "filesystem",
+        )
     valid = (
-        (pages is None or (isinstance(pages, int) and pages > 0))
-        and (timeout is None or (isinstance(timeout, int) and timeout > 0))
+        (pages is None or (_is_int(pages) and pages > 0))
+        and (timeout is None or (_is_int(timeout) and timeout > 0))
         and isinstance(plugin_config, dict)
         and isinstance(hosts, list)
         and isinstance(entry, str)
@@ -157,3 +168,7 @@ def _runtime(config: Any, where: str) -> RuntimeConfig:
         allowed_hosts=tuple(str(h) for h in hosts),
         entry=entry,
     )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -50,9 +50,9 @@ class PluginSource:
     ) -> None:
         self._charts = charts
         self._limits = ArchiveLimits(max_size, max_size * 4)
-        self._memory: OrderedDict[str, Plugin] = OrderedDict()
+        self._memory: OrderedDict[tuple[str, str], Plugin] = OrderedDict()  # (digest, name)
         self._memory_entries = memory_entries
-        self._loads: SingleFlight[tuple[str, str], Plugin] = SingleFlight()
+        self._loads: SingleFlight[tuple[str, str, str], Plugin] = SingleFlight()
 
     async def get(self, request: ChartRequest) -> Plugin:
         """The plugin `request.ref` pins (its last path component is the plugin's name)."""
@@ -60,19 +60,21 @@ class PluginSource:
         digest = ref.digest
         if digest is None:
             raise ChartError(INVALID_PLUGIN, f"{request.ref}: a plugin must be pinned by digest")
+        name = ref.repository.rsplit("/", 1)[-1]
+        remembered = (digest, name)  # the same bytes under another name are checked again
         try:
             await self._charts.authorize(request, ref, digest)
-            plugin = self._memory.get(digest)
+            plugin = self._memory.get(remembered)
             if plugin is None:
                 plugin = await self._loads.run(
-                    (digest, transport_key(request)),
+                    (digest, name, transport_key(request)),
                     lambda: asyncio.to_thread(self._pull_blocking, request, ref, digest),
                 )
         except ChartError as error:
             reason = _AS_PLUGIN_REASON.get(error.reason, error.reason)
             raise ChartError(reason, error.message) from None
-        self._memory[digest] = plugin
-        self._memory.move_to_end(digest)
+        self._memory[remembered] = plugin
+        self._memory.move_to_end(remembered)
         while len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)
         return plugin

@@ -26,6 +26,7 @@ from rudder.release.manifest import (
     HOOK_ANNOTATION,
     NOTES_SUFFIX,
     parse_document,
+    reads_as_string,
     split_manifests,
 )
 
@@ -33,7 +34,20 @@ FILENAME_ANNOTATION: Final = "postrenderer.helm.sh/postrender-filename"
 
 JSONObject = dict[str, Any]
 
-_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
+    """PyYAML's safe dumper, quoting every string go-yaml v2 would read as something else
+    (`y`, `08`, `1e3`, ... are strings to YAML 1.1 writers, not to Helm's reader)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = None if reads_as_string(value) else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ def parse_stream(text: str, where: str) -> list[JSONObject]:
     that does not parse, is a ManifestError naming `where`."""
     objects = []
     for document in split_manifests(text):
-        resource = parse_document(document, where).resource
+        resource = parse_document(document, where, aliases=False).resource
         if resource is not None:
             assert isinstance(resource, dict)
             objects.append(resource)

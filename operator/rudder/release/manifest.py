@@ -353,6 +353,21 @@ for _tag in (_TAG_BOOL, _TAG_INT, _TAG_FLOAT):
     _GoYamlLoader.add_constructor(_tag, _construct_resolved)
 
 
+def _shares_nodes(document: Any) -> bool:
+    """Does a mapping or list occur twice in the loaded document (an alias to it)? Walks
+    each container once, so it costs what the document costs unexpanded."""
+    seen: set[int] = set()
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                return True
+            seen.add(id(node))
+            pending.extend(node.values() if isinstance(node, dict) else node)
+    return False
+
+
 def _yaml_error(path: str, exc: yaml.YAMLError) -> ManifestError:
     # PyYAML's own message quotes the document; say what and where only.
     problem = getattr(exc, "problem", None) or type(exc).__name__
@@ -495,9 +510,19 @@ def _kind_rank(kind: str, ordering: Sequence[str]) -> tuple[int, str]:
         return (len(ordering), kind)
 
 
-def parse_document(content: str, path: str) -> Manifest:
-    """One split document as a Manifest (its object and head)."""
+def reads_as_string(text: str) -> bool:
+    """Whether go-yaml v2 reads `text`, written plain, back as that string (not `y` -> true,
+    `08` -> 8, `~` -> null, ...): anything else must be quoted when written out."""
+    return _resolve_plain(text)[0] == _TAG_STR
+
+
+def parse_document(content: str, path: str, *, aliases: bool = True) -> Manifest:
+    """One split document as a Manifest (its object and head). `aliases=False` refuses
+    documents that use YAML aliases (untrusted output: a few bytes of aliases expand to
+    billions of nodes)."""
     document = _load_first_document(content, path)
+    if not aliases and _shares_nodes(document):
+        raise ManifestError(f"YAML parse error on {path}: aliases (*name) are not accepted")
     head = _head(document, path)
     return Manifest(
         path=path,

@@ -15,6 +15,7 @@ from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
 from rudder.kube.readiness import ReadinessReport
 from rudder.model import HelmReleaseSpec
+from rudder.postrender.errors import PostRenderError
 from rudder.reconcile.context import Context, Services
 from rudder.reconcile.deploy_failure import DeployError
 from rudder.reconcile.failures import classify
@@ -108,7 +109,7 @@ async def report_failure(
             draft.condition("Released", "False", kind.failed_reason, failure.message)
             await ctx.history()
             report_release(draft, ctx.identity, ctx.observed.records, spec.max_history)
-    elif isinstance(error, RenderError):
+    elif isinstance(error, RenderError | PostRenderError):
         draft.condition("Released", "False", failure.reason, failure.message)
     if failure.counted and kind.counter is not None:
         draft.set(kind.counter, int(draft.fields.get(kind.counter, 0)) + 1)
