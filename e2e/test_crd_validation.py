@@ -112,6 +112,7 @@ def test_the_server_fills_in_the_defaults_the_model_assumes(
         "uninstall": {"keepHistory": False, "disableHooks": False,
                       "deletionPropagation": "background"},
         "driftDetection": {"mode": "disabled"},
+        "postRenderStrategy": "combined",
     }  # fmt: skip
     as_written = yaml.safe_load(sample.read_text())["spec"]
     assert parse_spec(served, name="minimal", namespace=namespace) == parse_spec(
@@ -145,6 +146,8 @@ INVALID = {
     "bad-duration": ["spec.interval", "should match"],
     "missing-ref": ["spec.chart.ref", "Required value"],
     "values-from-without-name": ["spec.valuesFrom[0].name", "Required value"],
+    "post-renderer-both": ["spec.postRenderers[0]", "exactly one of kustomize and wasm"],
+    "plugin-tag": ["spec.postRenderers[0].wasm.ref", "should match"],
 }
 
 

@@ -138,22 +138,21 @@ def test_a_wasm_plugin_post_renders_what_is_applied_and_recorded(
     assert sample(scrape(operator), "rudder_post_render_compiles_total", plugin="add-label") == 1
 
     # A change of post-renderers is an upgrade; nohooks leaves hooks as rendered.
-    changed = {**spec, "postRenderStrategy": "nohooks"}
-    changed["postRenderers"] = [wasm(add_label, "--label", "team=checkout")]
-    apply_helmrelease(cluster, "shop", ns, changed)
-    wait_for(
-        lambda: (
-            release(cluster, ns, "shop")["version"] == 2
-            and condition(get_json(cluster, "helmrelease", "shop", "-n", ns), "Ready").get("status")
-            == "True"
-        ),
-        timeout=60,
-        what="revision 2",
-    )
-    assert labels(cluster, "shop-config", ns)["team"] == "checkout"
+    def upgrade(revision: int, strategy: str, team: str) -> list[bool]:
+        changed = {**spec, "postRenderStrategy": strategy}
+        changed["postRenderers"] = [wasm(add_label, "--label", f"team={team}")]
+        apply_helmrelease(cluster, "shop", ns, changed)
+        wait_for_condition(cluster, ns, "shop", "Ready", timeout=60)
+        stored = release(cluster, ns, "shop")
+        assert stored["version"] == revision
+        assert labels(cluster, "shop-config", ns)["team"] == team
+        return [f"team: {team}" in hook["manifest"] for hook in stored["hooks"]]
+
+    assert upgrade(2, "nohooks", "checkout") == [False]
     assert "team" not in labels(cluster, "shop-hook", ns)
-    hooks = release(cluster, ns, "shop")["hooks"]
-    assert ["team:" in hook["manifest"] for hook in hooks] == [False]
+    # separate: hooks and templates in two runs, both post-rendered.
+    assert upgrade(3, "separate", "billing") == [True]
+    assert labels(cluster, "shop-hook", ns)["team"] == "billing"
 
 
 def test_drift_is_judged_against_the_post_rendered_objects(
