@@ -1,4 +1,5 @@
-"""rudder's command line: `python -m rudder run | version | crd`."""
+"""rudder's command line: `rudder run | get | reconcile | suspend | resume | history |
+version | crd` (`python -m rudder ...` is the same)."""
 
 from __future__ import annotations
 
@@ -141,9 +142,61 @@ def _parser() -> argparse.ArgumentParser:
         help="log verbosity",
     )
 
+    _user_commands(commands)
     commands.add_parser("version", help="print rudder's version and the embedded Helm's")
     commands.add_parser("crd", help="print the HelmRelease CustomResourceDefinition (YAML)")
     return parser
+
+
+def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """kubectl-style commands on the caller's own credentials (kubectl's kubeconfig rules)."""
+
+    def command(name: str, help: str, *, named: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument(
+            "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+        )
+        sub.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+        if named:
+            sub.add_argument("name", help="the HelmRelease")
+        return sub
+
+    listing = command(
+        "get", "list HelmReleases: Ready, reason, revision, chart, digest, age", named=False
+    )
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    requested = command("reconcile", "ask rudder to reconcile a HelmRelease now")
+    requested.add_argument("--wait", action="store_true", help="follow it until Ready is known")
+    requested.add_argument("--timeout", type=_positive_duration, default="5m", help="for --wait")
+    command("suspend", "stop reconciling a HelmRelease (spec.suspend: true)")
+    command("resume", "reconcile a suspended HelmRelease again")
+    command("history", "a HelmRelease's revisions, and who wrote each (rudder or the helm CLI)")
+
+
+async def _user_command(args: argparse.Namespace) -> int:
+    from rudder.cli import commands
+    from rudder.cli.kubeconfig import context_namespace
+    from rudder.kube.client import ApiError, ClientSettings, connect
+
+    kube = await connect(ClientSettings(user_agent="rudder-cli"), kubeconfig=args.kubeconfig)
+    namespace = args.namespace or context_namespace(args.kubeconfig)
+    try:
+        if args.command == "get":
+            return await commands.get(kube, None if args.all_namespaces else namespace)
+        if args.command == "reconcile":
+            return await commands.reconcile(
+                kube, namespace, args.name, wait=args.wait, wait_seconds=args.timeout
+            )
+        if args.command in ("suspend", "resume"):
+            return await commands.set_suspend(kube, namespace, args.name, args.command == "suspend")
+        return await commands.history(kube, namespace, args.name)
+    except ApiError as error:
+        return commands.failed(error)
+    finally:
+        await kube.close()
+
+
+USER_COMMANDS = ("get", "reconcile", "suspend", "resume", "history")
 
 
 def _post_renderer_flags(run: argparse.ArgumentParser) -> None:
@@ -229,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "crd":
         sys.stdout.write(CRD_FILE.read_text())
         return 0
+    if args.command in USER_COMMANDS:
+        return asyncio.run(_user_command(args))
 
     from rudder.observe.logs import configure_logging
 

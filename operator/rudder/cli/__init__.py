@@ -1,0 +1,1 @@
+"""`rudder get | reconcile | suspend | resume | history`: kubectl-style commands for users."""
