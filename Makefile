@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export RUDDER_CACHE ?= $(HOME)/.cache/rudder
 PYTEST_ARGS ?=
 
-.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo bench chaos cluster-up cluster-down clean
+.PHONY: all setup host-deps tools venv lint typecheck unit e2e test demo demo-stop bench chaos cluster-up cluster-down clean
 
 all: test
 
@@ -47,9 +47,14 @@ test: setup lint typecheck
 	$(BIN)/pytest tests e2e $(PYTEST_ARGS)
 
 # Start the local control plane (unless a kubeconfig context is set), push a sample chart,
-# install the CRD, run the operator, apply a sample HelmRelease and show `kubectl get rhr`.
+# install the CRD, run the operator, apply a sample HelmRelease and show `kubectl get rhr`;
+# rudder keeps running afterwards (`make demo-stop`).
 demo: setup
 	$(BIN)/python e2e/demo.py
+
+# Stop the rudder `make demo` left running.
+demo-stop:
+	$(BIN)/python e2e/demo.py stop
 
 # The scale benchmark on its own local control plane (e2e/bench/README.md); N=200 default.
 N ?= 200

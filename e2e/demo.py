@@ -5,12 +5,14 @@
 2. Push a sample chart to a local OCI registry and pin it by digest.
 3. Install the CRD, namespace, ServiceAccount and RBAC from deploy/.
 4. Run the operator as its own ServiceAccount, apply a sample HelmRelease, wait until it is
-   Ready, show `kubectl get rhr` and what the Helm CLI sees, then stop the operator.
+   Ready, show `kubectl get rhr` and what the Helm CLI sees, and leave the operator running
+   with what to try next. `make demo-stop` (this script with `stop`) stops it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from localcluster import DEFAULT_DIR, TOOLS, LocalCluster, load_state
 from operator_process import OperatorProcess, install_prerequisites, service_account_kubeconfig
 
 NAMESPACE = "demo"
+PID_FILE = Path(__file__).resolve().parent.parent / ".cluster" / "rudder-demo.pid"
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -72,7 +75,11 @@ def main() -> int:
     operator = OperatorProcess(
         service_account_kubeconfig(kubectl, kubeconfig, work / "rudder.kubeconfig"), work
     )
+    stop_running_demo()
     operator.start()
+    assert operator.process is not None
+    PID_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PID_FILE.write_text(str(operator.process.pid))
     print(f"rudder runs as its ServiceAccount rudder-system/rudder (log: {operator.log_path})")
     try:
         manifest = {
@@ -102,11 +109,50 @@ def main() -> int:
         run(*kubectl, "get", "rhr", "-A")
         run(str(TOOLS / "helm"), "list", "-n", NAMESPACE, env=env)
         run(*kubectl, "get", "deployments,services,configmaps,ingresses", "-n", NAMESPACE)
-    finally:
+    except BaseException:
         operator.stop()
-    print("\nDone. The control plane stays up: `make cluster-down` stops it.")
+        PID_FILE.unlink(missing_ok=True)
+        raise
+    second = work / "second.yaml"
+    manifest["metadata"]["name"] = "second"
+    manifest["spec"]["values"] = {"greeting": "a second release", "replicas": 1}
+    second.write_text(yaml.safe_dump(manifest))
+    print(
+        f"""
+rudder keeps running (pid {operator.process.pid}, log {operator.log_path}). Try:
+  status page:  http://127.0.0.1:{operator.health_port}/
+  export KUBECONFIG={kubeconfig}
+  {sys.executable} -m rudder get -A
+  kubectl apply -f {second}        # a second HelmRelease
+  {sys.executable} -m rudder history hello -n {NAMESPACE}
+`make demo-stop` stops rudder; `make cluster-down` stops the local control plane."""
+    )
     return 0
 
 
+def stop_running_demo() -> bool:
+    """Stop the rudder an earlier `make demo` left running; False when there was none."""
+    try:
+        pid = int(PID_FILE.read_text())
+    except (OSError, ValueError):
+        return False
+    PID_FILE.unlink(missing_ok=True)
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the operator runs in a session of its own
+    except ProcessLookupError:
+        return False
+    for _ in range(150):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["stop"]:
+        print("rudder stopped" if stop_running_demo() else "no demo rudder was running")
+        sys.exit(0)
     sys.exit(main())
