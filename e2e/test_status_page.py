@@ -1,7 +1,8 @@
-"""The status page in a real browser: headless Chromium loads it from rudder's own server
-(fed by a fake source, no cluster needed), takes a screenshot into
-artifacts/status-page.png, and dumps the DOM it built — which must hold the hostile name and
-messages as text, with no script element and the page's own title untouched.
+"""The status pages in a real browser: headless Chromium loads them from rudder's own server
+(fed by a fake source of 2,000 HelmReleases, no cluster needed), takes screenshots into
+artifacts/status-page.png (the overview) and artifacts/status-page-release.png (one
+release), and dumps the DOM it built — which must hold the hostile name and messages as
+text, with no script element and the pages' own titles untouched.
 
 Needs Debian's `chromium` package; skipped (with the reason) when no Chromium is installed.
 """
@@ -12,6 +13,7 @@ import asyncio
 import datetime
 import shutil
 import struct
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.timeout(300)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 SCREENSHOT = ARTIFACTS / "status-page.png"
+RELEASE_SHOT = ARTIFACTS / "status-page-release.png"
+N = 2_000
 WIDTH, HEIGHT = 1280, 900
 PAYLOAD = "<script>document.title='pwned'</script>"
 HOSTILE_NAME = f"evil{PAYLOAD}"
@@ -149,9 +153,21 @@ EVENTS: dict[tuple[str, str], list[dict[str, Any]]] = {
 }
 
 
+FILLER = [
+    hr(
+        f"team-{i % 40:02d}",
+        f"service-{i:04d}",
+        [cond("Ready", "True", "UpgradeSucceeded", f"Upgraded service-{i:04d} revision 2")],
+        chart={"nameVersion": "service:2.0.0", "digest": DIGEST},
+        release={"revision": 2},
+    )
+    for i in range(N - len(RELEASES))
+]
+
+
 class FakeSource:
     async def helmreleases(self) -> list[dict[str, Any]]:
-        return RELEASES
+        return RELEASES + FILLER
 
     async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return EVENTS.get((namespace, name), [])
@@ -202,40 +218,50 @@ def png_size(data: bytes) -> tuple[int, int]:
 async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
     binary = chromium()
     runner = await server.start("127.0.0.1:0", FakeSource(), lambda: True)
-    url = f"http://127.0.0.1:{runner.port}/"
+    base = f"http://127.0.0.1:{runner.port}"
+    hostile_page = f"{base}/releases/tenant-a/{urllib.parse.quote(HOSTILE_NAME, safe='')}"
     try:
-        async with aiohttp.ClientSession() as http, http.get(url) as response:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/") as response:
             assert response.status == 200
             raw = await response.text()
-
         # The raw HTML holds the hostile texts escaped, and no live <script> or <b> of theirs.
         assert "<script" not in raw.lower()
-        assert "<b>bold?</b>" not in raw
         assert str(markupsafe.escape(HOSTILE_NAME)) in raw
-        assert str(markupsafe.escape(HOSTILE_MESSAGE)) in raw
+        assert len(raw.encode()) < 500_000
 
         ARTIFACTS.mkdir(exist_ok=True)
-        SCREENSHOT.unlink(missing_ok=True)
-        await browse(
-            binary,
-            tmp_path / "profile-shot",
-            f"--screenshot={SCREENSHOT}",
-            f"--window-size={WIDTH},{HEIGHT}",
-            url,
-        )
-        # What the browser built from it: the texts as text, no script element, title intact.
-        dom = (await browse(binary, tmp_path / "profile-dom", "--dump-dom", url)).decode()
+        for shot in (SCREENSHOT, RELEASE_SHOT):
+            shot.unlink(missing_ok=True)
+        window = f"--window-size={WIDTH},{HEIGHT}"
+        await browse(binary, tmp_path / "p1", f"--screenshot={SCREENSHOT}", window, f"{base}/")
+        dom = (await browse(binary, tmp_path / "p2", "--dump-dom", f"{base}/")).decode()
+        await browse(binary, tmp_path / "p3", f"--screenshot={RELEASE_SHOT}", window, hostile_page)
+        release_dom = (await browse(binary, tmp_path / "p4", "--dump-dom", hostile_page)).decode()
+        conflicted = f"{base}/releases/shop/web"
+        conflicted_dom = (await browse(binary, tmp_path / "p5", "--dump-dom", conflicted)).decode()
     finally:
         await runner.stop()
 
-    assert SCREENSHOT.is_file()
-    data = SCREENSHOT.read_bytes()
-    assert png_size(data) == (WIDTH, HEIGHT)
-    assert len(data) > 20_000, f"screenshot suspiciously small ({len(data)} bytes): blank page?"
+    for shot in (SCREENSHOT, RELEASE_SHOT):
+        data = shot.read_bytes()
+        assert png_size(data) == (WIDTH, HEIGHT)
+        assert len(data) > 20_000, f"{shot.name} suspiciously small ({len(data)} bytes)"
 
+    # The overview: a compact table, what needs a look first, 100 rows of 2,000.
     assert "<script" not in dom.lower()
-    assert "pwned" not in dom.split("</title>")[0]
     assert "<title>rudder — HelmReleases</title>" in dom
+    assert f"{N} total" in dom
+    assert "page 1 of 20" in dom
+    assert dom.count("<tr>") == 101
+    assert dom.index("RenderFailed") < dom.index("service-0000")  # failed before ready
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
-    for text in ("podinfo", "postgres", "kubectl-scale", "StatefulSet", "UpgradeFailed"):
-        assert text in dom
+
+    # A release page: the hostile texts as text, the title intact.
+    assert "<script" not in release_dom.lower()
+    assert "pwned" not in release_dom.split("</title>")[0].replace(
+        "&lt;script&gt;document.title='pwned'&lt;/script&gt;", ""
+    )
+    # (the browser writes the apostrophes back as they are)
+    assert "values rejected: &lt;script&gt;document.title='pwned'&lt;/script&gt;" in release_dom
+    for text in ("kubectl-scale", "kubectl-set", ".spec.replicas", "Conflicts (2)"):
+        assert text in conflicted_dom

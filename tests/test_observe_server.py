@@ -85,8 +85,19 @@ async def test_endpoints(http: aiohttp.ClientSession) -> None:
             assert "script-src" not in csp  # no script allowed at all
             page = await response.text()
         assert "&lt;b&gt;podinfo&lt;/b&gt;" in page
-        assert "installed &lt;b&gt;podinfo&lt;/b&gt;" in page
+        assert "installed" not in page  # the overview reads no events
+        link = "/releases/apps/%3Cb%3Epodinfo%3C%2Fb%3E"
+        assert f'href="{link}"' in page
 
+        async with http.get(f"{base}{link}") as response:
+            assert response.status == 200
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+            detail = await response.text()
+        assert "installed &lt;b&gt;podinfo&lt;/b&gt;" in detail
+
+        async with http.get(f"{base}/releases/apps/missing") as response:
+            assert response.status == 404
+            assert "There is no HelmRelease apps/missing" in await response.text()
         async with http.get(f"{base}/nope") as response:
             assert response.status == 404
     finally:

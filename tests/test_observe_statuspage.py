@@ -157,21 +157,27 @@ PROGRESSING = helmrelease(
 )
 
 
-async def test_collect_shows_state_revision_chart_digest_conflicts_and_not_ready() -> None:
+async def details(source: FakeSource, **kwargs: Any) -> dict[str, statuspage.ReleaseView]:
+    views = {}
+    for hr in source.releases:
+        meta = hr["metadata"]
+        page = await statuspage.detail(source, meta["namespace"], meta["name"], now=NOW, **kwargs)
+        views[meta["name"]] = page.releases[0]
+    return views
+
+
+async def test_a_release_page_shows_state_revision_chart_digest_conflicts_and_not_ready() -> None:
     source = FakeSource([READY, CONFLICTED, PROGRESSING], {})
-    page = await statuspage.collect(source, now=NOW)
-    by_name = {view.name: view for view in page.releases}
-    # Sorted by namespace, then name.
-    assert [(v.namespace, v.name) for v in page.releases] == [
-        ("apps", "podinfo"),
-        ("data", "db"),
-        ("shop", "web"),
-    ]
+    by_name = await details(source)
     ready = by_name["podinfo"]
     assert (ready.state, ready.ready, ready.revision) == ("ready", "True", "3")
     assert ready.chart == "podinfo:6.7.0"
     assert ready.digest == "sha256:abababababab"
     assert ready.message == "Release reconciled: revision 3 deployed"
+    assert [(c.type, c.status) for c in ready.conditions] == [
+        ("Ready", "True"),
+        ("Released", "True"),
+    ]
 
     web = by_name["web"]
     assert (web.state, web.ready, web.chart, web.digest) == (
@@ -192,7 +198,19 @@ async def test_collect_shows_state_revision_chart_digest_conflicts_and_not_ready
         ("StatefulSet", "InProgress", "Ready: 1/3")
     ]
     assert db.notes == ("generation 4 not reconciled yet (last: 3)",)
-    assert page.counts == {"ready": 1, "progressing": 1, "failed": 1, "suspended": 0, "unknown": 0}
+
+
+async def test_the_overview_puts_what_needs_a_look_first_and_reads_no_events() -> None:
+    source = FakeSource([READY, CONFLICTED, PROGRESSING], {})
+    view = await statuspage.overview(source, now=NOW)
+    assert [(r.state, r.namespace, r.name) for r in view.rows] == [
+        ("failed", "shop", "web"),
+        ("progressing", "data", "db"),
+        ("ready", "apps", "podinfo"),
+    ]
+    assert view.counts == {"ready": 1, "progressing": 1, "failed": 1, "suspended": 0, "unknown": 0}
+    assert view.rows[2].revision == "3"
+    assert source.event_calls == []
 
 
 async def test_events_newest_first_limited_and_failures_tolerated() -> None:
@@ -210,8 +228,7 @@ async def test_events_newest_first_limited_and_failures_tolerated() -> None:
     ]
     broken = helmrelease("broken-events")
     source = FakeSource([READY, broken], {("apps", "podinfo"): events})
-    page = await statuspage.collect(source, now=NOW, max_events=4)
-    views = {view.name: view for view in page.releases}
+    views = await details(source, max_events=4)
     shown = views["podinfo"].events
     assert [e.reason for e in shown] == [
         "UpgradeSucceeded",
@@ -231,16 +248,87 @@ async def test_listing_failure_is_shown_not_raised() -> None:
         async def helmreleases(self) -> list[dict[str, Any]]:
             raise RuntimeError("helmreleases.rudder.dev is forbidden: <b>no</b>")
 
-    page = await statuspage.collect(Failing([], {}), now=NOW)
-    text = statuspage.render(page)
-    assert "Could not list HelmReleases" in text
-    assert "&lt;b&gt;no&lt;/b&gt;" in text
-    assert "<b>no</b>" not in text
+    for text in (
+        await statuspage.render_page(Failing([], {})),
+        statuspage.render(await statuspage.detail(Failing([], {}), "a", "b", now=NOW)),
+    ):
+        assert "Could not list HelmReleases" in text
+        assert "&lt;b&gt;no&lt;/b&gt;" in text
+        assert "<b>no</b>" not in text
 
 
 async def test_empty_page() -> None:
     text = await statuspage.render_page(FakeSource([], {}))
     assert "No HelmReleases." in text
+
+
+def many(n: int) -> list[dict[str, Any]]:
+    """n HelmReleases over 50 namespaces, every 7th failing, every 11th progressing."""
+    made = []
+    for i in range(n):
+        if i % 7 == 0:
+            conditions = [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "UpgradeFailed",
+                    "message": f"release {i}: timed out",
+                },
+                {"type": "Stalled", "status": "True", "reason": "UpgradeFailed"},
+            ]
+        elif i % 11 == 0:
+            conditions = [
+                {"type": "Ready", "status": "Unknown", "reason": "Progressing"},
+                {"type": "Reconciling", "status": "True", "reason": "Progressing"},
+            ]
+        else:
+            conditions = [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "UpgradeSucceeded",
+                    "message": f"Upgraded app-{i:05d} revision 3 (app:1.0.0)",
+                }
+            ]
+        made.append(helmrelease(
+            f"app-{i:05d}", namespace=f"team-{i % 50:02d}", conditions=conditions,
+            status={"chart": {"nameVersion": "app:1.0.0", "digest": DIGEST},
+                    "release": {"revision": 3}},
+        ))  # fmt: skip
+    return made
+
+
+async def test_ten_thousand_releases_make_a_small_page() -> None:
+    """The time is measured by e2e/bench/bench_status_page.py (times are not stable)."""
+    source = FakeSource(many(10_000), {})
+    text = await statuspage.render_page(source)
+    assert len(text.encode()) < 500_000, len(text.encode())
+    assert source.event_calls == []
+    assert text.count("<tr>") == statuspage.PER_PAGE + 1  # the header row
+    assert "page 1 of 100" in text
+    first_row = text.split("<tr>")[2]
+    assert "UpgradeFailed" in first_row  # not-Ready first
+
+
+async def test_filters_and_pages() -> None:
+    source = FakeSource(many(1_000), {})
+    query = statuspage.Query.parse({"namespace": "team-07", "state": "failed"})
+    view = await statuspage.overview(source, query, now=NOW)
+    assert view.matched == len([i for i in range(1000) if i % 50 == 7 and i % 7 == 0])
+    assert {(r.namespace, r.state) for r in view.rows} == {("team-07", "failed")}
+
+    text = await statuspage.overview(source, statuspage.Query.parse({"q": "APP-00042"}), now=NOW)
+    assert [r.name for r in text.rows] == ["app-00042"]
+
+    not_ready = statuspage.Query.parse({"state": "not-ready", "page": "2", "per_page": "50"})
+    view = await statuspage.overview(source, not_ready, now=NOW)
+    assert view.query.page == 2
+    assert len(view.rows) == 50
+    assert all(r.state != "ready" for r in view.rows)
+    assert view.query.link(page=3) == "?state=not-ready&page=3"
+    beyond = await statuspage.overview(source, statuspage.Query.parse({"page": "999"}), now=NOW)
+    assert beyond.query.page == beyond.pages == 10
+    assert statuspage.Query.parse({"page": "x", "state": "<b>"}) == statuspage.Query()
 
 
 def test_state_of_suspended_and_unknown() -> None:
@@ -305,7 +393,11 @@ async def test_html_in_names_messages_and_events_is_escaped() -> None:
     events = {
         ("ns", EVIL): [event(EVIL, EVIL, "2025-03-01T11:00:00Z", type_='Warning" onmouseover="x')]
     }
-    text = await statuspage.render_page(FakeSource([hostile], events))
+    source = FakeSource([hostile], events)
+    overview = await statuspage.render_page(source)
+    assert "<script" not in overview.lower()
+    assert str(markupsafe.escape(EVIL)) in overview
+    text = statuspage.render(await statuspage.detail(source, "ns", EVIL, now=NOW))
 
     # No markup from the data survives: no <script>, no <img>, no injected attribute.
     assert "<script" not in text.lower()
@@ -320,7 +412,7 @@ async def test_html_in_names_messages_and_events_is_escaped() -> None:
     tags = set(re.findall(r"<\s*([a-zA-Z][a-zA-Z0-9]*)", text))
     assert tags <= {"html", "head", "meta", "title", "style", "body", "header", "h1", "span",
                     "main", "div", "section", "p", "h3", "ul", "li", "code", "b", "table",
-                    "tr", "td"}  # fmt: skip
+                    "tr", "td", "th", "a"}  # fmt: skip
 
 
 def test_stalled_note_only_when_it_says_something_new() -> None:

@@ -22,10 +22,12 @@ from rudder.reconcile.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
+PAGE_QPS, PAGE_BURST = 5.0, 10
+
 
 class PageSource:
-    """The status page's data: HelmReleases as the watch last delivered them (no API call)
-    and each one's recent events (one list call, on page views only)."""
+    """The status pages' data: HelmReleases as the watch last delivered them (no API call),
+    and one HelmRelease's recent events (one list call, on its own page only)."""
 
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
@@ -60,7 +62,8 @@ async def run_operator(config: OperatorConfig) -> None:
         max_uncompressed=config.max_chart_uncompressed,
     )
     reconciler = Reconciler(kube, discovery, charts, config)
-    page = PageSource(kube)
+    # Page views read events with a budget of their own, never the reconciles'.
+    page = PageSource(kube.with_own_limit(PAGE_QPS, PAGE_BURST))
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency)

@@ -120,6 +120,12 @@ class KubeClient:
         """The same connection and rate limit, acting as `user` (None: rudder itself)."""
         return KubeClient(self.api, self.limiter, self.settings, user, self.observers)
 
+    def with_own_limit(self, qps: float, burst: int) -> KubeClient:
+        """The same connection and identity, with a rate limit of its own: for work (the
+        status page) that must never use up the reconciles' budget."""
+        limiter = RateLimiter(qps, burst)
+        return KubeClient(self.api, limiter, self.settings, self.impersonate_user, self.observers)
+
     def _headers(self, content_type: str | None, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": self.settings.user_agent}
         if content_type:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -128,10 +128,18 @@ def make_app(
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready\n")
 
-    async def status_page(_: web.Request) -> web.Response:
+    async def status_page(request: web.Request) -> web.Response:
+        query = statuspage.Query.parse(request.query)
+        return await _answer(statuspage.render_page(page, query))
+
+    async def release_page(request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        return await _answer(statuspage.render_release(page, namespace, name))
+
+    async def _answer(rendering: Awaitable[str | tuple[int, str]]) -> web.Response:
         try:
-            html = await asyncio.wait_for(statuspage.render_page(page), page_timeout)
-            status = 200
+            rendered = await asyncio.wait_for(rendering, page_timeout)
+            status, html = rendered if isinstance(rendered, tuple) else (200, rendered)
         except TimeoutError:
             empty = statuspage.Page(
                 releases=(),
@@ -148,6 +156,7 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", status_page)
+    app.router.add_get("/releases/{namespace}/{name}", release_page)
     return app
 
 

@@ -1,22 +1,24 @@
-"""A read-only HTML page of every HelmRelease: its Ready state, message, revision, chart,
-digest, conflicts, objects not yet ready and latest events.
+"""The read-only status pages: an overview of every HelmRelease (one compact row each,
+not-Ready first, filtered and paginated), and one page per HelmRelease (conditions,
+message, history, conflicts, drift, objects not ready, recent events).
 
-The page is rendered with jinja2 with autoescape on, so names, messages and event texts —
-which anyone who may create a HelmRelease or an object it renders controls — are always
-shown as text, never as markup. It needs no JavaScript and loads nothing from elsewhere;
-the server adds a Content-Security-Policy that forbids both, as a second line of defence.
+A page view stays cheap at cluster scale: the overview reads only the operator's own cache
+of HelmReleases (no API request, whatever N is); a release page makes one request, for that
+release's events. The pages are rendered with jinja2 with autoescape on, so names, messages
+and event texts — which anyone who may create a HelmRelease or an object it renders
+controls — are always shown as text, never as markup. They need no JavaScript and load
+nothing from elsewhere; the server adds a Content-Security-Policy that forbids both.
 
 Where the data comes from is the caller's business: anything that implements
-`StatusPageSource` (the operator's implementation reads its cache and the API; tests use a
-fake). `collect` turns the source's raw objects into `ReleaseView`s, `render` turns those
-into HTML; both are pure apart from the source calls.
+`StatusPageSource` (the operator reads its cache and the API; tests use a fake).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import datetime
 import logging
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,11 @@ MAX_EVENTS: Final = 5
 MAX_ITEMS: Final = 20  # conflicts / not-ready objects shown per HelmRelease
 MAX_TEXT: Final = 2000  # characters of a message shown (conditions allow 32 KiB)
 STATES: Final = ("ready", "progressing", "failed", "suspended", "unknown")
+# The overview's order: what needs a look first.
+ATTENTION: Final = {"failed": 0, "progressing": 1, "unknown": 2, "suspended": 3, "ready": 4}
+PER_PAGE: Final = 100
+MAX_PER_PAGE: Final = 500
+MAX_HISTORY: Final = 10
 
 
 class StatusPageSource(Protocol):
@@ -70,6 +77,23 @@ class EventLine:
 
 
 @dataclass(frozen=True)
+class ConditionLine:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    revision: str
+    status: str
+    chart: str
+    digest: str
+    deployed: str
+
+
+@dataclass(frozen=True)
 class ReleaseView:
     """Everything the page shows of one HelmRelease, already flattened to text."""
 
@@ -88,13 +112,108 @@ class ReleaseView:
     not_ready: tuple[ObjectLine, ...] = ()
     not_ready_more: int = 0
     events: tuple[EventLine, ...] = ()
+    conditions: tuple[ConditionLine, ...] = ()
+    history: tuple[HistoryLine, ...] = ()
+    drift: tuple[ObjectLine, ...] = ()
+    drift_more: int = 0
 
 
 @dataclass(frozen=True)
 class Page:
+    """A release page (one ReleaseView), or none with the error that says why."""
+
     releases: tuple[ReleaseView, ...]
     generated: str
     counts: Mapping[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One HelmRelease in the overview."""
+
+    namespace: str
+    name: str
+    state: str
+    ready: str
+    reason: str
+    revision: str
+    chart: str
+    digest: str
+    age: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """The overview's filters and page, from the URL (`?namespace=&state=&q=&page=`)."""
+
+    namespace: str = ""
+    state: str = ""  # one of STATES, or "" for all; "not-ready" for all but ready
+    text: str = ""  # in namespace/name, reason or message
+    page: int = 1
+    per_page: int = PER_PAGE
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> Query:
+        def number(key: str, default: int, most: int) -> int:
+            try:
+                return max(1, min(int(params.get(key, default)), most))
+            except ValueError:
+                return default
+
+        state = params.get("state", "")
+        return cls(
+            namespace=_text(params.get("namespace", ""), 253).strip(),
+            state=state if state in (*STATES, "not-ready") else "",
+            text=_text(params.get("q", ""), 200).strip(),
+            page=number("page", 1, 1_000_000),
+            per_page=number("per_page", PER_PAGE, MAX_PER_PAGE),
+        )
+
+    def link(self, **changes: Any) -> str:
+        """The overview URL of this query with `changes` (empty values left out)."""
+        values = {
+            "namespace": self.namespace,
+            "state": self.state,
+            "q": self.text,
+            "page": self.page if self.page > 1 else "",
+        }
+        values.update(changes)
+        kept = {key: str(value) for key, value in values.items() if value not in ("", None, 1)}
+        return "?" + urllib.parse.urlencode(kept) if kept else "?"
+
+    def matches(self, helmrelease: Mapping[str, Any], state: str) -> bool:
+        meta = helmrelease.get("metadata") or {}
+        if self.namespace and meta.get("namespace") != self.namespace:
+            return False
+        if self.state == "not-ready" and state == "ready":
+            return False
+        if self.state not in ("", "not-ready") and state != self.state:
+            return False
+        if self.text:
+            ready = _conditions(helmrelease.get("status") or {}).get("Ready", {})
+            haystack = " ".join(
+                str(part or "")
+                for part in (
+                    f"{meta.get('namespace')}/{meta.get('name')}",
+                    ready.get("reason"),
+                    ready.get("message"),
+                )
+            )
+            return self.text.lower() in haystack.lower()
+        return True
+
+
+@dataclass(frozen=True)
+class Overview:
+    rows: tuple[Row, ...]
+    query: Query
+    total: int  # every HelmRelease
+    matched: int  # those the filters keep
+    pages: int
+    generated: str
+    counts: Mapping[str, int] = field(default_factory=dict)  # by state, of every one
+    namespaces: tuple[str, ...] = ()
     error: str = ""
 
 
@@ -252,6 +371,12 @@ def view_of(
 
     conflicts, conflicts_more = _object_lines(status.get("conflicts"), "field", "manager")
     not_ready, not_ready_more = _object_lines(resources.get("notReady"), "status", "message")
+    drifted = [
+        {**item, "fields": ", ".join(str(f) for f in item.get("fields") or ())}
+        for item in status.get("drift") or ()
+        if isinstance(item, Mapping)
+    ]
+    drift, drift_more = _object_lines(drifted, "fields", "note")
     ready_status = ready.get("status")
     return ReleaseView(
         namespace=_text(meta.get("namespace"), 300),
@@ -269,18 +394,100 @@ def view_of(
         not_ready=tuple(not_ready),
         not_ready_more=not_ready_more,
         events=event_lines(events, now, max_events),
+        conditions=tuple(
+            ConditionLine(
+                _text(c.get("type"), 100),
+                _text(c.get("status"), 20),
+                _text(c.get("reason"), 200),
+                _text(c.get("message")),
+            )
+            for c in conditions.values()
+        ),
+        history=tuple(
+            HistoryLine(
+                revision=str(entry.get("revision") or ""),
+                status=_text(entry.get("status"), 40),
+                chart=_text(entry.get("chartVersion"), 100),
+                digest=short_digest(str(entry.get("chartDigest") or "")),
+                deployed=_text(entry.get("lastDeployed"), 60),
+            )
+            for entry in (status.get("history") or ())[:MAX_HISTORY]
+            if isinstance(entry, Mapping)
+        ),
+        drift=tuple(drift),
+        drift_more=drift_more,
     )
 
 
-async def collect(
+def row_of(helmrelease: Mapping[str, Any], state: str, now: datetime.datetime) -> Row:
+    meta = helmrelease.get("metadata") or {}
+    status = helmrelease.get("status") or {}
+    ready = _conditions(status).get("Ready", {})
+    chart = status.get("chart") or {}
+    ready_status = ready.get("status")
+    return Row(
+        namespace=_text(meta.get("namespace"), 300),
+        name=_text(meta.get("name"), 300),
+        state=state,
+        ready=ready_status if ready_status in ("True", "False") else "Unknown",
+        reason=_text(ready.get("reason"), 200),
+        revision=str((status.get("release") or {}).get("revision") or ""),
+        chart=_text(chart.get("nameVersion") or chart.get("name"), 300),
+        digest=_text(chart.get("shortDigest") or short_digest(str(chart.get("digest") or "")), 80),
+        age=age(parse_time(meta.get("creationTimestamp")), now),
+    )
+
+
+async def overview(
+    source: StatusPageSource, query: Query = Query(), *, now: datetime.datetime | None = None
+) -> Overview:
+    """The overview's rows for `query`: from the source's HelmReleases alone (no events)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    generated = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        helmreleases = [hr for hr in await source.helmreleases() if isinstance(hr, Mapping)]
+    except Exception as error:
+        log.warning("status page: could not list HelmReleases: %s", error)
+        return Overview((), query, 0, 0, 1, generated, error=_text(error, 500))
+    states = [state_of(hr) for hr in helmreleases]
+    counts = {state: states.count(state) for state in STATES}
+    kept = [
+        (hr, state)
+        for hr, state in zip(helmreleases, states, strict=True)
+        if query.matches(hr, state)
+    ]
+    kept.sort(
+        key=lambda pair: (
+            ATTENTION[pair[1]],
+            (pair[0].get("metadata") or {}).get("namespace", ""),
+            (pair[0].get("metadata") or {}).get("name", ""),
+        )
+    )
+    pages = max(1, -(-len(kept) // query.per_page))
+    page = min(query.page, pages)
+    start = (page - 1) * query.per_page
+    namespaces = sorted({(hr.get("metadata") or {}).get("namespace", "") for hr in helmreleases})
+    return Overview(
+        rows=tuple(row_of(hr, state, now) for hr, state in kept[start : start + query.per_page]),
+        query=dataclasses.replace(query, page=page),
+        total=len(helmreleases),
+        matched=len(kept),
+        pages=pages,
+        generated=generated,
+        counts=counts,
+        namespaces=tuple(namespaces),
+    )
+
+
+async def detail(
     source: StatusPageSource,
+    namespace: str,
+    name: str,
     *,
     max_events: int = MAX_EVENTS,
-    concurrency: int = 8,
     now: datetime.datetime | None = None,
 ) -> Page:
-    """Read the source and build the page's model. Events of one HelmRelease that cannot be
-    read leave its event list empty; a failure to list HelmReleases is shown on the page."""
+    """One HelmRelease's page: from the source's cache, plus one read of its events."""
     now = now or datetime.datetime.now(datetime.UTC)
     generated = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     try:
@@ -288,32 +495,28 @@ async def collect(
     except Exception as error:
         log.warning("status page: could not list HelmReleases: %s", error)
         return Page(releases=(), generated=generated, error=_text(error, 500))
-
-    limit = asyncio.Semaphore(max(1, concurrency))
-
-    async def events_of(helmrelease: Mapping[str, Any]) -> list[JSON]:
-        meta = helmrelease.get("metadata") or {}
-        async with limit:
-            try:
-                return await source.events(meta.get("namespace", ""), meta.get("name", ""))
-            except Exception as error:
-                log.debug("status page: no events for %s: %s", meta.get("name"), error)
-                return []
-
-    ordered = sorted(
-        (hr for hr in helmreleases if isinstance(hr, Mapping)),
-        key=lambda hr: (
-            (hr.get("metadata") or {}).get("namespace", ""),
-            (hr.get("metadata") or {}).get("name", ""),
+    found = next(
+        (
+            hr
+            for hr in helmreleases
+            if isinstance(hr, Mapping)
+            and (hr.get("metadata") or {}).get("namespace") == namespace
+            and (hr.get("metadata") or {}).get("name") == name
         ),
+        None,
     )
-    all_events = await asyncio.gather(*(events_of(hr) for hr in ordered))
-    views = tuple(
-        view_of(hr, events, now=now, max_events=max_events)
-        for hr, events in zip(ordered, all_events, strict=True)
+    if found is None:
+        return Page(releases=(), generated=generated, error=f"no HelmRelease {namespace}/{name}")
+    try:
+        events = await source.events(namespace, name)
+    except Exception as error:
+        log.debug("status page: no events for %s/%s: %s", namespace, name, error)
+        events = []
+    return Page(
+        releases=(view_of(found, events, now=now, max_events=max_events),),
+        generated=generated,
+        counts={state_of(found): 1},
     )
-    counts = {state: sum(1 for v in views if v.state == state) for state in STATES}
-    return Page(releases=views, generated=generated, counts=counts)
 
 
 _environment = jinja2.Environment(
@@ -326,13 +529,36 @@ _environment = jinja2.Environment(
 
 
 def render(page: Page, *, refresh_seconds: int = 30) -> str:
-    """The page as HTML (autoescaped)."""
-    template = _environment.get_template("status.html")
+    """A release page as HTML (autoescaped)."""
+    template = _environment.get_template("release.html")
     return template.render(
         page=page, version=__version__, refresh_seconds=refresh_seconds, states=STATES
     )
 
 
-async def render_page(source: StatusPageSource, *, refresh_seconds: int = 30) -> str:
-    """Read the source and render the page: what the server's `/` answers."""
-    return render(await collect(source), refresh_seconds=refresh_seconds)
+def render_overview(view: Overview, *, refresh_seconds: int = 30) -> str:
+    """The overview as HTML (autoescaped)."""
+    template = _environment.get_template("overview.html")
+    return template.render(
+        view=view,
+        version=__version__,
+        refresh_seconds=refresh_seconds,
+        states=STATES,
+        quote=urllib.parse.quote,
+    )
+
+
+async def render_page(
+    source: StatusPageSource, query: Query = Query(), *, refresh_seconds: int = 30
+) -> str:
+    """What the server's `/` answers."""
+    return render_overview(await overview(source, query), refresh_seconds=refresh_seconds)
+
+
+async def render_release(
+    source: StatusPageSource, namespace: str, name: str, *, refresh_seconds: int = 30
+) -> tuple[int, str]:
+    """What the server's `/releases/<namespace>/<name>` answers, with its HTTP status."""
+    page = await detail(source, namespace, name)
+    status = 404 if not page.releases and page.error.startswith("no HelmRelease") else 200
+    return status, render(page, refresh_seconds=refresh_seconds)
