@@ -1,0 +1,3 @@
+{{- define "rudder.labels" -}}
+app.kubernetes.io/name: rudder
+{{- end }}
