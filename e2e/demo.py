@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -113,6 +114,11 @@ def main() -> int:
         operator.stop()
         PID_FILE.unlink(missing_ok=True)
         raise
+    if context:  # someone's own cluster: no rudder of ours left watching all of it
+        operator.stop()
+        PID_FILE.unlink(missing_ok=True)
+        print("\nDone (rudder stopped: it ran against your current context).")
+        return 0
     second = work / "second.yaml"
     manifest["metadata"]["name"] = "second"
     manifest["spec"]["values"] = {"greeting": "a second release", "replicas": 1}
@@ -131,24 +137,34 @@ rudder keeps running (pid {operator.process.pid}, log {operator.log_path}). Try:
 
 
 def stop_running_demo() -> bool:
-    """Stop the rudder an earlier `make demo` left running; False when there was none."""
+    """Stop the rudder an earlier `make demo` left running; False when there was none. The
+    pid is signalled only while it is still that rudder (a pid may be reused)."""
     try:
         pid = int(PID_FILE.read_text())
     except (OSError, ValueError):
         return False
-    PID_FILE.unlink(missing_ok=True)
-    try:
-        os.killpg(pid, signal.SIGTERM)  # the operator runs in a session of its own
-    except ProcessLookupError:
+    if not _is_demo_rudder(pid):
+        PID_FILE.unlink(missing_ok=True)
         return False
-    for _ in range(150):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # the operator runs in a session of its own
+        for _ in range(150):
+            if not _is_demo_rudder(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
     return True
+
+
+def _is_demo_rudder(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"rudder" in argv and b"run" in argv
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def test_the_command_line_on_a_live_helmrelease(
     assert rudder_cli(cluster, "suspend", "shop", "-n", ns).returncode == 0
     assert get_json(cluster, "helmrelease", "shop", "-n", ns)["spec"]["suspend"] is True
     assert "Suspended" in rudder_cli(cluster, "get", "-n", ns).stdout
+    refused = rudder_cli(cluster, "reconcile", "shop", "-n", ns, "--wait")
+    assert (refused.returncode, "is suspended" in refused.stdout) == (1, True)
     assert rudder_cli(cluster, "resume", "shop", "-n", ns).returncode == 0
     assert get_json(cluster, "helmrelease", "shop", "-n", ns)["spec"]["suspend"] is False
 

@@ -83,6 +83,7 @@ async def test_endpoints(http: aiohttp.ClientSession) -> None:
             csp = response.headers["Content-Security-Policy"]
             assert "default-src 'none'" in csp
             assert "script-src" not in csp  # no script allowed at all
+            assert "form-action 'self'" in csp  # the overview's filter form submits to it
             page = await response.text()
         assert "&lt;b&gt;podinfo&lt;/b&gt;" in page
         assert "installed" not in page  # the overview reads no events

@@ -325,7 +325,7 @@ async def test_filters_and_pages() -> None:
     assert view.query.page == 2
     assert len(view.rows) == 50
     assert all(r.state != "ready" for r in view.rows)
-    assert view.query.link(page=3) == "?state=not-ready&page=3"
+    assert view.query.link(page=3) == "?state=not-ready&page=3&per_page=50"
     beyond = await statuspage.overview(source, statuspage.Query.parse({"page": "999"}), now=NOW)
     assert beyond.query.page == beyond.pages == 10
     assert statuspage.Query.parse({"page": "x", "state": "<b>"}) == statuspage.Query()

@@ -156,6 +156,7 @@ def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         sub.add_argument(
             "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
         )
+        sub.add_argument("--context", help="kubeconfig context (default: the current one)")
         sub.add_argument("-n", "--namespace", help="namespace (default: the context's)")
         if named:
             sub.add_argument("name", help="the HelmRelease")
@@ -174,12 +175,21 @@ def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 async def _user_command(args: argparse.Namespace) -> int:
-    from rudder.cli import commands
-    from rudder.cli.kubeconfig import context_namespace
-    from rudder.kube.client import ApiError, ClientSettings, connect
+    from kubernetes_asyncio.config import ConfigException
 
-    kube = await connect(ClientSettings(user_agent="rudder-cli"), kubeconfig=args.kubeconfig)
-    namespace = args.namespace or context_namespace(args.kubeconfig)
+    from rudder.cli import commands
+    from rudder.cli.kubeconfig import KubeconfigError, resolve
+    from rudder.kube.client import TRANSPORT_ERRORS, ApiError, ClientSettings, connect
+
+    try:
+        target = resolve(args.kubeconfig, args.context)
+        kube = await connect(
+            ClientSettings(user_agent="rudder-cli"), merged=target.config, context=target.context
+        )
+    except (KubeconfigError, ConfigException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    namespace = args.namespace or target.namespace
     try:
         if args.command == "get":
             return await commands.get(kube, None if args.all_namespaces else namespace)
@@ -192,6 +202,9 @@ async def _user_command(args: argparse.Namespace) -> int:
         return await commands.history(kube, namespace, args.name)
     except ApiError as error:
         return commands.failed(error)
+    except TRANSPORT_ERRORS as error:
+        print(f"error: the API server could not be reached: {error}", file=sys.stderr)
+        return 1
     finally:
         await kube.close()
 

@@ -40,7 +40,11 @@ class PageSource:
         try:
             listed = await self.kube.get(
                 f"/api/v1/namespaces/{namespace}/events",
-                fieldSelector=f"involvedObject.kind=HelmRelease,involvedObject.name={name}",
+                # The apiVersion too: Flux's HelmReleases are kind HelmRelease as well.
+                fieldSelector=(
+                    "involvedObject.apiVersion=rudder.dev/v1alpha1,"
+                    f"involvedObject.kind=HelmRelease,involvedObject.name={name}"
+                ),
             )
         except ApiError:
             return []

@@ -14,8 +14,9 @@ from typing import Any, TextIO
 
 from rudder.cli.table import render
 from rudder.kube.client import MERGE_PATCH, ApiError, KubeClient
-from rudder.model import conditions_from_status, find_condition, format_time
+from rudder.model import conditions_from_status, find_condition
 from rudder.observe.statuspage import age, parse_time, short_digest
+from rudder.reconcile.identity import Identity
 from rudder.reconcile.target import HELMRELEASES, REQUESTED_AT_ANNOTATION
 from rudder.release.store import ReleaseStore
 
@@ -94,7 +95,13 @@ async def reconcile(
     """`rudder reconcile NAME [--wait]`: ask for a reconcile now (rudder.dev/requestedAt) and,
     with --wait, follow it until rudder has handled the request and Ready is known."""
     path = HELMRELEASES.format(namespace=namespace, name=name)
-    requested = format_time(clock())
+    current = await kube.get(path)
+    refusal = _cannot_reconcile(current)
+    if refusal:
+        out.write(f"✗ {namespace}/{name}: {refusal}\n")
+        return 1
+    # Microseconds: a second request in the same second is still a change (an event).
+    requested = clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body = {"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: requested}}}
     await kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
     out.write(f"► reconcile of {namespace}/{name} requested at {requested}\n")
@@ -105,6 +112,10 @@ async def reconcile(
     said = ""
     while True:
         obj = await kube.get(path)
+        refusal = _cannot_reconcile(obj)
+        if refusal:
+            out.write(f"✗ {namespace}/{name}: {refusal}\n")
+            return 1
         handled = (obj.get("status") or {}).get("lastHandledRequestedAt") == requested
         status, reason, message = _ready(obj)
         line = f"◎ {status} {reason}: {message}" if handled else "◎ waiting for rudder"
@@ -121,16 +132,26 @@ async def reconcile(
         await asyncio.sleep(1.0)
 
 
+def _cannot_reconcile(obj: Mapping[str, Any]) -> str | None:
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return "is being deleted"
+    if (obj.get("spec") or {}).get("suspend"):
+        return "is suspended (spec.suspend); `rudder resume` it first"
+    return None
+
+
 async def history(kube: KubeClient, namespace: str, name: str, out: TextIO = sys.stdout) -> int:
     """`rudder history NAME`: the release's revisions from its Helm records, newest last,
     with who wrote each record as it is now: rudder (its stamp), or helm. A record of
     rudder's that the helm CLI later rewrote (marking it superseded) lost rudder's stamp."""
     obj = await kube.get(HELMRELEASES.format(namespace=namespace, name=name))
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    recorded = status.get("release") or {}
-    release_name = recorded.get("name") or spec.get("releaseName") or name
-    target = spec.get("targetNamespace") or namespace
-    storage = recorded.get("storageNamespace") or spec.get("storageNamespace") or target
+    spec = obj.get("spec") or {}
+    recorded = Identity.recorded(obj.get("status"), namespace)
+    if recorded is not None:  # where the release is, even if the spec names another now
+        release_name, storage = recorded.release_name, recorded.storage_namespace
+    else:
+        release_name = spec.get("releaseName") or name
+        storage = spec.get("storageNamespace") or spec.get("targetNamespace") or namespace
     records = await ReleaseStore(kube).history(storage, release_name)
     if not records:
         print(f"No revisions of release {storage}/{release_name}.", file=sys.stderr)

@@ -240,13 +240,22 @@ class KubeClient:
 
 
 async def connect(
-    settings: ClientSettings | None = None, *, kubeconfig: str | Path | None = None
+    settings: ClientSettings | None = None,
+    *,
+    kubeconfig: str | Path | None = None,
+    merged: Mapping[str, Any] | None = None,
+    context: str | None = None,
 ) -> KubeClient:
-    """Configure from in-cluster config, $KUBECONFIG or ~/.kube/config, in that order."""
+    """Configure from `merged` (a kubeconfig already merged, with `context`), else
+    --kubeconfig, $KUBECONFIG, in-cluster config or ~/.kube/config, in that order."""
     settings = settings or ClientSettings()
     configuration = k8s_client.Configuration()
     path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path:
+    if merged is not None:
+        await k8s_config.load_kube_config_from_dict(
+            dict(merged), context=context, client_configuration=configuration
+        )
+    elif path:
         await k8s_config.load_kube_config(config_file=str(path), client_configuration=configuration)
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -39,7 +39,7 @@ STATES: Final = ("ready", "progressing", "failed", "suspended", "unknown")
 # The overview's order: what needs a look first.
 ATTENTION: Final = {"failed": 0, "progressing": 1, "unknown": 2, "suspended": 3, "ready": 4}
 PER_PAGE: Final = 100
-MAX_PER_PAGE: Final = 500
+MAX_PER_PAGE: Final = 200
 MAX_HISTORY: Final = 10
 
 
@@ -177,6 +177,7 @@ class Query:
             "state": self.state,
             "q": self.text,
             "page": self.page if self.page > 1 else "",
+            "per_page": self.per_page if self.per_page != PER_PAGE else "",
         }
         values.update(changes)
         kept = {key: str(value) for key, value in values.items() if value not in ("", None, 1)}
@@ -213,7 +214,6 @@ class Overview:
     pages: int
     generated: str
     counts: Mapping[str, int] = field(default_factory=dict)  # by state, of every one
-    namespaces: tuple[str, ...] = ()
     error: str = ""
 
 
@@ -466,7 +466,6 @@ async def overview(
     pages = max(1, -(-len(kept) // query.per_page))
     page = min(query.page, pages)
     start = (page - 1) * query.per_page
-    namespaces = sorted({(hr.get("metadata") or {}).get("namespace", "") for hr in helmreleases})
     return Overview(
         rows=tuple(row_of(hr, state, now) for hr, state in kept[start : start + query.per_page]),
         query=dataclasses.replace(query, page=page),
@@ -475,7 +474,6 @@ async def overview(
         pages=pages,
         generated=generated,
         counts=counts,
-        namespaces=tuple(namespaces),
     )
 
 

@@ -134,8 +134,10 @@ class Reconciler:
                 [(ref.kind, target.namespace, ref.name) for ref in observed.spec.values_from],
                 observed.spec.service_account_user,
             )
-            if target.requested_at is not None:
-                draft.set("lastHandledRequestedAt", target.requested_at)
+        if target.requested_at is not None and not target.deleting:
+            # Handled whatever the outcome, an invalid spec included: `rudder reconcile
+            # --wait` waits for this, then reads what the reconcile reported.
+            draft.set("lastHandledRequestedAt", target.requested_at)
         if (
             not target.deleting
             and not target.has_finalizer
