@@ -32,7 +32,8 @@ from test_tenancy import TENANT_RBAC
 
 # The throwaway-registry helpers of the unit tests also drive the cluster's registries.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from registry_fixture import RegistryApi, docker_config, push_chart, write_chart
+from registry_fixture import RegistryApi, docker_config, push_chart, push_plugin, write_chart
+from wasm_plugins import archive
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +148,50 @@ def test_a_cached_private_chart_is_not_served_to_a_tenant_without_access(
             assert condition(mine, "Ready")["status"] == "True"
             assert mine["status"]["chart"]["digest"] == digest
             assert get_json(cluster, "configmap", "mine", "-n", owner)
+        finally:
+            for ns in (owner, other):
+                cluster.kubectl("delete", "namespace", ns, "--timeout=60s", check=False)
+
+
+def test_a_private_post_renderer_plugin_needs_the_tenants_own_credentials(
+    cluster: Cluster, rudder: OperatorProcess, tmp_path: Path
+) -> None:
+    """Plugins go through the same gate as charts: pulled with the HelmRelease's own
+    secretRef, and a cached plugin is not served to a tenant the registry refuses."""
+    private = RegistryApi(
+        cluster.auth_registry, user=cluster.auth_user, password=cluster.auth_password
+    )
+    plugin = push_plugin(private, "add-label", archive("add-label").read_bytes(), "0.1.0")
+    chart = push_chart(
+        RegistryApi(cluster.registry), write_chart(tmp_path, unique("open"), "1.0.0")
+    )
+    with tenant_mode(cluster, rudder, tmp_path):
+        owner, other = tenant(cluster, "plugin-owner"), tenant(cluster, "plugin-other")
+        try:
+            registry_secret(cluster, owner, cluster.auth_password)
+            wasm = {"ref": plugin, "insecure": True, "args": ["--label", "team=owner"]}
+            spec = {"chart": {"ref": chart, "insecure": True}}
+            with_secret = {
+                **spec,
+                "postRenderers": [{"wasm": {**wasm, "secretRef": {"name": "regcred"}}}],
+            }
+            apply_helmrelease(cluster, "mine", owner, with_secret)
+            wait_for_condition(cluster, owner, "mine", "Ready", timeout=90)  # now cached
+            labels = get_json(cluster, "configmap", "mine", "-n", owner)["metadata"]["labels"]
+            assert labels["team"] == "owner"
+
+            registry_secret(cluster, other, WRONG_PASSWORD)
+            apply_helmrelease(cluster, "guessed", other, with_secret)
+            apply_helmrelease(
+                cluster, "anonymous", other, {**spec, "postRenderers": [{"wasm": wasm}]}
+            )
+            for attempt in ("guessed", "anonymous"):
+                hr = settled(cluster, other, attempt)
+                ready = condition(hr, "Ready")
+                assert (ready["status"], ready["reason"]) == ("False", "RegistryAuthFailed"), ready
+                assert ready["message"].startswith("spec.postRenderers[0]: "), ready
+                assert WRONG_PASSWORD not in json.dumps(hr)
+                assert not release_secrets(cluster, other, attempt)
         finally:
             for ns in (owner, other):
                 cluster.kubectl("delete", "namespace", ns, "--timeout=60s", check=False)
