@@ -333,6 +333,14 @@ def state_of(helmrelease: Mapping[str, Any]) -> str:
     return "unknown"
 
 
+def _chart_columns(chart: Mapping[str, Any]) -> tuple[str, str]:
+    """status.chart as the pages show it: name:version, and the short digest."""
+    text = chart.get("nameVersion") or ":".join(
+        str(part) for part in (chart.get("name"), chart.get("version")) if part
+    )
+    return str(text), chart.get("shortDigest") or short_digest(str(chart.get("digest") or ""))
+
+
 def view_of(
     helmrelease: Mapping[str, Any],
     events: Sequence[Mapping[str, Any]] = (),
@@ -351,10 +359,7 @@ def view_of(
     release = status.get("release") or {}
     resources = status.get("resources") or {}
 
-    chart_text = chart.get("nameVersion") or ":".join(
-        str(part) for part in (chart.get("name"), chart.get("version")) if part
-    )
-    digest = chart.get("shortDigest") or short_digest(str(chart.get("digest") or ""))
+    chart_text, digest = _chart_columns(chart)
 
     notes = []
     if spec.get("suspend"):
@@ -423,7 +428,7 @@ def row_of(helmrelease: Mapping[str, Any], state: str, now: datetime.datetime) -
     meta = helmrelease.get("metadata") or {}
     status = helmrelease.get("status") or {}
     ready = _conditions(status).get("Ready", {})
-    chart = status.get("chart") or {}
+    chart_text, digest = _chart_columns(status.get("chart") or {})
     ready_status = ready.get("status")
     return Row(
         namespace=_text(meta.get("namespace"), 300),
@@ -432,8 +437,8 @@ def row_of(helmrelease: Mapping[str, Any], state: str, now: datetime.datetime) -
         ready=ready_status if ready_status in ("True", "False") else "Unknown",
         reason=_text(ready.get("reason"), 200),
         revision=str((status.get("release") or {}).get("revision") or ""),
-        chart=_text(chart.get("nameVersion") or chart.get("name"), 300),
-        digest=_text(chart.get("shortDigest") or short_digest(str(chart.get("digest") or "")), 80),
+        chart=_text(chart_text, 300),
+        digest=_text(digest, 80),
         age=age(parse_time(meta.get("creationTimestamp")), now),
     )
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from rudder.postrender.errors import POST_RENDER_FAILED, PostRenderError
-from rudder.postrender.stream import FILENAME_ANNOTATION
+from rudder.postrender.stream import FILENAME_ANNOTATION, JSONObject
 from rudder.release.manifest import HOOK_ANNOTATION, NOTES_SUFFIX
 
 NAME_LABEL: Final = "rudder.dev/name"
 NAMESPACE_LABEL: Final = "rudder.dev/namespace"
-
-JSONObject = dict[str, Any]
 
 
 @dataclass(frozen=True)

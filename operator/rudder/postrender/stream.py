@@ -94,7 +94,7 @@ def annotated(group: Group) -> list[JSONObject]:
 
 def as_files(objects: Iterable[JSONObject], group_name: str) -> dict[str, str]:
     """Post-rendered objects back into files by their filename annotation, which is removed."""
-    by_file: dict[str, list[str]] = {}
+    documents: list[tuple[str, str]] = []
     for index, obj in enumerate(objects):
         obj = copy.deepcopy(obj)
         metadata = obj.get("metadata") or {}
@@ -105,16 +105,13 @@ def as_files(objects: Iterable[JSONObject], group_name: str) -> dict[str, str]:
         if not path:
             infix = f"-{group_name}" if group_name else ""
             path = f"generated-by-postrender{infix}-{index}.yaml"
-        by_file.setdefault(str(path), []).append(dump(obj))
-    return {path: "\n---\n".join(documents) for path, documents in by_file.items()}
+        documents.append((str(path), dump(obj)))
+    return merge_files({path: text} for path, text in documents)
 
 
 def passed_by(group: Group) -> dict[str, str]:
     """A group left alone (hooks under `nohooks`): its documents, file by file."""
-    by_file: dict[str, list[str]] = {}
-    for path, document in group.documents:
-        by_file.setdefault(path, []).append(document)
-    return {path: "\n---\n".join(documents) for path, documents in by_file.items()}
+    return merge_files({path: document} for path, document in group.documents)
 
 
 def dump(obj: JSONObject) -> str:
