@@ -9,6 +9,8 @@ import socket
 import uuid
 from typing import Any
 
+import aiohttp
+
 from rudder import controller
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
@@ -17,6 +19,7 @@ from rudder.kube.discovery import Discovery, invalidate_on_changes
 from rudder.kube.election import ElectionSettings, LeaderElector
 from rudder.kube.watch import log_unexpected_end
 from rudder.observe import metrics, server
+from rudder.observe.preview_page import PreviewView
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
 
@@ -29,9 +32,29 @@ class PageSource:
     """The status pages' data: HelmReleases as the watch last delivered them (no API call),
     and one HelmRelease's recent events (one list call, on its own page only)."""
 
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, reconciler: Reconciler) -> None:
         self.kube = kube
+        self.reconciler = reconciler
         self.manager: Manager | None = None
+
+    async def preview(self, namespace: str, name: str) -> PreviewView | None:
+        """Computed now from the cached HelmRelease, as its identity; writes nothing."""
+        body = next(
+            (
+                b
+                for b in (self.manager.bodies() if self.manager else [])
+                if b.get("metadata", {}).get("namespace") == namespace
+                and b.get("metadata", {}).get("name") == name
+            ),
+            None,
+        )
+        if body is None:
+            return None
+        try:
+            result = await self.reconciler.preview(body)
+        except (ApiError, OSError, aiohttp.ClientError) as error:
+            return PreviewView(namespace, name, message=f"could not compute the preview: {error}")
+        return result.view(namespace, name)
 
     async def helmreleases(self) -> list[dict[str, Any]]:
         return self.manager.bodies() if self.manager else []
@@ -67,7 +90,7 @@ async def run_operator(config: OperatorConfig) -> None:
     )
     reconciler = Reconciler(kube, discovery, charts, config)
     # Page views read events with a budget of their own, never the reconciles'.
-    page = PageSource(kube.with_own_limit(PAGE_QPS, PAGE_BURST))
+    page = PageSource(kube.with_own_limit(PAGE_QPS, PAGE_BURST), reconciler)
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency)
@@ -94,7 +117,7 @@ async def run_operator(config: OperatorConfig) -> None:
         # leader-elected Deployment waits for new pods, which start as standbys.
         return page.manager is not None or (elector is not None and not elector.leading)
 
-    http = await server.start(config.metrics_addr, page, ready)
+    http = await server.start(config.metrics_addr, page, ready, previews=page)
     api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
     # It only ends when cancelled; if a bug ever ends it, stale Capabilities must not be silent.
     api_changes.add_done_callback(log_unexpected_end)

@@ -159,6 +159,9 @@ MAX_RELEASE_NAME: Final = 53  # Helm's limit (Secret names and labels derive fro
 
 CRDS_POLICIES: Final = ("Create", "CreateReplace", "Skip")
 REMEDIATION_STRATEGIES: Final = ("rollback", "uninstall")
+APPROVALS: Final = ("auto", "manual")
+# The annotation that approves a preview (its value: the preview digest).
+APPROVE_ANNOTATION: Final = "rudder.dev/approve"
 DRIFT_MODES: Final = ("enabled", "warn", "disabled")
 DELETION_PROPAGATIONS: Final = ("background", "foreground", "orphan")
 VALUES_KINDS: Final = ("ConfigMap", "Secret")
@@ -213,6 +216,8 @@ class InstallSpec:
     disable_wait: bool = False
     take_ownership: bool = False
     remediation: Remediation = Remediation(strategy="uninstall")
+    preview: bool = False  # compute the preview first and keep its summary in status
+    approval: str = "auto"  # manual: wait for rudder.dev/approve=<preview digest>
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,8 @@ class UpgradeSpec:
     take_ownership: bool = False
     cleanup_on_fail: bool = False
     remediation: Remediation = Remediation()
+    preview: bool = False
+    approval: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -521,6 +528,8 @@ def _install(install: _Fields) -> InstallSpec:
         disable_wait=install.boolean("disableWait"),
         take_ownership=install.boolean("takeOwnership"),
         remediation=_remediation(install.child("remediation"), strategy="uninstall"),
+        preview=install.boolean("preview"),
+        approval=install.enum("approval", APPROVALS, "auto"),
     )
 
 
@@ -533,6 +542,8 @@ def _upgrade(upgrade: _Fields) -> UpgradeSpec:
         take_ownership=upgrade.boolean("takeOwnership"),
         cleanup_on_fail=upgrade.boolean("cleanupOnFail"),
         remediation=_remediation(upgrade.child("remediation")),
+        preview=upgrade.boolean("preview"),
+        approval=upgrade.enum("approval", APPROVALS, "auto"),
     )
 
 

@@ -26,6 +26,7 @@ from typing import Final
 from aiohttp import web
 
 from rudder.observe import metrics, statuspage
+from rudder.observe.preview_page import PreviewSource, PreviewView, render_preview
 from rudder.observe.statuspage import StatusPageSource
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ DEFAULT_ADDR: Final = ":8080"
 HEARTBEAT_SECONDS: Final = 1.0
 STALL_AFTER: Final = 30.0
 PAGE_TIMEOUT: Final = 20.0
+PREVIEW_TIMEOUT: Final = 120.0  # a preview renders the chart and dry-runs every object
 PAGE_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; "
@@ -101,6 +103,8 @@ def make_app(
     *,
     stall_after: float = STALL_AFTER,
     page_timeout: float = PAGE_TIMEOUT,
+    previews: PreviewSource | None = None,
+    preview_timeout: float = PREVIEW_TIMEOUT,
 ) -> web.Application:
     """The aiohttp application (exposed for tests; `start` is what the operator calls)."""
 
@@ -136,6 +140,23 @@ def make_app(
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         return await _answer(statuspage.render_release(page, namespace, name))
 
+    one_preview = asyncio.Lock()  # each is a render and a dry-run per object: one at a time
+
+    async def preview_page(request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if previews is None:
+            return web.Response(status=404, text="previews are not served here\n")
+        async with one_preview:
+            try:
+                view = await asyncio.wait_for(previews.preview(namespace, name), preview_timeout)
+            except TimeoutError:
+                message = f"computing the preview took over {preview_timeout:.0f}s"
+                view = PreviewView(namespace, name, message=message)
+        status, html = render_preview(view, namespace, name)
+        return web.Response(
+            status=status, text=html, content_type="text/html", headers=PAGE_HEADERS
+        )
+
     async def _answer(rendering: Awaitable[str | tuple[int, str]]) -> web.Response:
         try:
             rendered = await asyncio.wait_for(rendering, page_timeout)
@@ -157,6 +178,7 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", status_page)
     app.router.add_get("/releases/{namespace}/{name}", release_page)
+    app.router.add_get("/releases/{namespace}/{name}/preview", preview_page)
     return app
 
 
@@ -167,11 +189,19 @@ async def start(
     *,
     stall_after: float = STALL_AFTER,
     page_timeout: float = PAGE_TIMEOUT,
+    previews: PreviewSource | None = None,
 ) -> Runner:
     """Listen on `addr` (`host:port` or `:port`; port 0 picks a free one) and serve."""
     host, port = parse_addr(addr)
     heartbeat = Heartbeat()
-    app = make_app(page, is_ready, heartbeat, stall_after=stall_after, page_timeout=page_timeout)
+    app = make_app(
+        page,
+        is_ready,
+        heartbeat,
+        stall_after=stall_after,
+        page_timeout=page_timeout,
+        previews=previews,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -116,6 +116,7 @@ class ReleaseView:
     history: tuple[HistoryLine, ...] = ()
     drift: tuple[ObjectLine, ...] = ()
     drift_more: int = 0
+    preview: str = ""  # the summary of status.preview (the full diff has its own page)
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,8 @@ def state_of(helmrelease: Mapping[str, Any]) -> str:
         return "failed"
     if conditions.get("Reconciling", {}).get("status") == "True":
         return "progressing"
+    if conditions.get("Ready", {}).get("reason") == "ApprovalPending":
+        return "progressing"  # a person's turn, not a failure
     if ready == "False":
         return "failed"
     return "unknown"
@@ -421,6 +424,20 @@ def view_of(
         ),
         drift=tuple(drift),
         drift_more=drift_more,
+        preview=_preview_summary(status.get("preview")),
+    )
+
+
+def _preview_summary(preview: Any) -> str:
+    if not isinstance(preview, Mapping) or not preview.get("digest"):
+        return ""
+    counts = ", ".join(
+        f"{preview.get(key, 0)} {key}" for key in ("added", "changed", "removed", "conflicting")
+    )
+    return _text(
+        f"{preview.get('action', '')} to revision {preview.get('revision', '')}: {counts} "
+        f"(digest {preview.get('digest')}, computed {preview.get('computedAt', '')})",
+        500,
     )
 
 
@@ -522,7 +539,7 @@ async def detail(
     )
 
 
-_environment = jinja2.Environment(
+environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,  # always, whatever the template's name: every value is untrusted text
     undefined=jinja2.StrictUndefined,
@@ -533,7 +550,7 @@ _environment = jinja2.Environment(
 
 def render(page: Page, *, refresh_seconds: int = 30) -> str:
     """A release page as HTML (autoescaped)."""
-    template = _environment.get_template("release.html")
+    template = environment.get_template("release.html")
     return template.render(
         page=page, version=__version__, refresh_seconds=refresh_seconds, states=STATES
     )
@@ -541,7 +558,7 @@ def render(page: Page, *, refresh_seconds: int = 30) -> str:
 
 def render_overview(view: Overview, *, refresh_seconds: int = 30) -> str:
     """The overview as HTML (autoescaped)."""
-    template = _environment.get_template("overview.html")
+    template = environment.get_template("overview.html")
     return template.render(
         view=view,
         version=__version__,

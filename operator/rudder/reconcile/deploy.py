@@ -68,8 +68,6 @@ from rudder.release.store import Record, ReleaseStore, ReleaseTooLarge, Stamp
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
-
 
 @dataclass(frozen=True)
 class DeployRequest:
@@ -160,16 +158,7 @@ class Deployer:
         self.hook_runner = HookRunner()
 
     async def deploy(self, request: DeployRequest, clients: ReleaseClients) -> DeployResult:
-        revision = history.next_revision(request.records)
-        content = await revision_content(request, revision, self.discovery, self.renderer)
-        crds = await crds_to_apply(request, content.crds, clients.applier)
-        try:
-            plan = await self.planner.plan(
-                request.place, content.manifests, crds, create_namespace=request.create_namespace
-            )
-        except PlanError as error:
-            raise DeployError(error.reason, request.redact(error.message)) from error
-        plan.required_crds = [ObjectRef.of(crd) for crd in content.crds if crd not in crds]
+        revision, content, plan = await self.prepare(request, clients.applier)
         adopted, proven = await self._prove(request, clients.applier, plan)
         pending = self._pending_release(request, revision, content)
         progress = await self._record(request, clients, pending)
@@ -179,7 +168,31 @@ class Deployer:
             raise await self._failed(request, progress, error) from error
         return await self._finish(request, clients.store, progress, applied)
 
-    # -- 2. proof (1., the content, is content.py) ---------------------------------------
+    # -- 1. content (content.py) and plan -------------------------------------------------
+
+    async def prepare(self, request: DeployRequest, applier: Applier) -> tuple[int, Content, Plan]:
+        """(the revision to write, its content, its objects planned); reads only. Objects
+        rendered as in the deployed previous revision are marked unchanged when the request
+        skips those, unless they no longer exist."""
+        revision = history.next_revision(request.records)
+        content = await revision_content(request, revision, self.discovery, self.renderer)
+        crds = await crds_to_apply(request, content.crds, applier)
+        try:
+            plan = await self.planner.plan(
+                request.place, content.manifests, crds, create_namespace=request.create_namespace
+            )
+        except PlanError as error:
+            raise DeployError(error.reason, request.redact(error.message)) from error
+        plan.required_crds = [ObjectRef.of(crd) for crd in content.crds if crd not in crds]
+        previous = history.latest(request.records)
+        if request.skip_unchanged and previous is not None:
+            mark_unchanged(
+                plan.stage_two, previous.release.manifest, request.place.target_namespace
+            )
+            plan.live_unchanged = await recheck_unchanged(applier, plan.stage_two)
+        return revision, content, plan
+
+    # -- 2. proof ----------------------------------------------------------------------------
 
     async def _prove(
         self, request: DeployRequest, applier: Applier, plan: Plan
@@ -187,11 +200,6 @@ class Deployer:
         """(objects to adopt, objects already dry-run); DeployError when the revision
         cannot be applied. Nothing is written."""
         previous = history.latest(request.records)
-        if request.skip_unchanged and previous is not None:
-            mark_unchanged(
-                plan.stage_two, previous.release.manifest, request.place.target_namespace
-            )
-            plan.live_unchanged = await recheck_unchanged(applier, plan.stage_two)
         # Objects in a namespace this release creates can only be dry-run once it exists:
         # apply_stage dry-runs those right before applying them.
         new_namespaces = {p.ref.name for p in plan.stage_one if p.ref.kind == "Namespace"}

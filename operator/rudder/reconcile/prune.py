@@ -36,6 +36,22 @@ async def prune(
     records: Sequence[Record],
     applied: Sequence[Planned],
 ) -> list[ObjectRef]:
+    pruned = []
+    for ref, _ in await prunable(applier, discovery, place, records, applied):
+        if await applier.delete(ref):
+            pruned.append(ref)
+    return pruned
+
+
+async def prunable(
+    applier: Applier,
+    discovery: Discovery,
+    place: Placement,
+    records: Sequence[Record],
+    applied: Sequence[Planned],
+) -> list[tuple[ObjectRef, JSON]]:
+    """What `prune` deletes, with each object as the newest revision naming it stored it;
+    reads only."""
     live = history.live_revisions(records)
     if not live:
         return []
@@ -48,7 +64,7 @@ async def prune(
     kept = {p.ref.identity() for p in applied}
     # Cluster-scoped objects have no namespace in their identity.
     kept |= {(g, k, namespace, n) for (g, k, ns, n) in kept if not ns}
-    pruned = []
+    doomed = []
     for identity, obj in old.items():
         if identity in kept or kept_by_policy(obj):
             continue
@@ -65,6 +81,5 @@ async def prune(
                 current, place.release_name, place.storage_namespace
             ):
                 continue
-        if await applier.delete(ref):
-            pruned.append(ref)
-    return pruned
+        doomed.append((ref, obj))
+    return doomed

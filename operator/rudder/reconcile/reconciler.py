@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from rudder.chart.render import Renderer
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
-from rudder.kube.client import MERGE_PATCH, ApiError, KubeClient
+from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 from rudder.observe import metrics
@@ -29,6 +29,7 @@ from rudder.postrender.plugins import PluginSource
 from rudder.postrender.sandbox import Sandbox, SandboxLimits, use_compile_cache
 from rudder.reconcile.actions import ACTIONS
 from rudder.reconcile.actions.finalize import DEFAULT_TIMEOUT, deletion_failed
+from rudder.reconcile.actions.release import action_kind, prepare_request
 from rudder.reconcile.actions.unlock import unlock
 from rudder.reconcile.context import Context, Services, patch_finalizer
 from rudder.reconcile.decide import Action, drives, next_action
@@ -37,6 +38,8 @@ from rudder.reconcile.failures import REPORTED, Failure, classify
 from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome, Run
 from rudder.reconcile.observe import Observer
 from rudder.reconcile.observed import Observed
+from rudder.reconcile.preview import compute_preview
+from rudder.reconcile.preview_diff import NoPreview, Preview
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
 from rudder.reconcile.target import Target
@@ -161,6 +164,25 @@ class Reconciler:
         draft.progressing("the release's records keep changing; looking again")
         return Outcome(requeue_after=1.0)
 
+    async def preview(self, body: JSON) -> Preview | NoPreview:
+        """The preview of `body`'s next action, observed and computed as a reconcile would,
+        writing nothing (the status page and `rudder diff` ask for it)."""
+        target = Target(body)
+        draft = StatusDraft(body.get("status"), target.generation)
+        observed = await self.observer.observe(target, draft, self.observer.parse(target))
+        decision = next_action(observed)
+        if decision.action not in (Action.INSTALL, Action.UPGRADE):
+            failure = decision.failure
+            message = f"{failure.reason}: {failure.message}" if failure else decision.reason
+            return NoPreview(decision.action.value, message)
+        ctx = Context(target, draft, Run(), observed, decision, _no_write)
+        try:
+            _, request = await prepare_request(self.services, ctx, action_kind(ctx))
+            return await compute_preview(self.services.deployer, request, ctx.clients)
+        except REPORTED as error:
+            failure = classify(error, ctx.redact)
+            return NoPreview("failed", f"{failure.reason}: {failure.message}")
+
     def _status_writer(self, target: Target, draft: StatusDraft) -> Callable[[], Awaitable[None]]:
         async def write() -> None:
             await self._write_status(target, draft)
@@ -186,6 +208,10 @@ class Reconciler:
                 if error.code != 404:  # deleted meanwhile: nothing to report to
                     raise
             draft.current = desired
+
+
+async def _no_write() -> None:
+    return None
 
 
 def post_renderer(charts: ChartSource, config: OperatorConfig) -> PostRenderer:

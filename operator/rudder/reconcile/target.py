@@ -6,6 +6,7 @@ import datetime
 from dataclasses import dataclass
 
 from rudder.kube.client import JSON
+from rudder.model import APPROVE_ANNOTATION
 from rudder.release.store import Owner
 
 FINALIZER = "rudder.dev/finalizer"
@@ -54,6 +55,12 @@ class Target:
     def requested_at(self) -> str | None:
         value = (self.meta.get("annotations") or {}).get(REQUESTED_AT_ANNOTATION)
         return None if value is None else str(value)
+
+    @property
+    def approved(self) -> str | None:
+        """The preview digest a person approved (`rudder.dev/approve`)."""
+        value = (self.meta.get("annotations") or {}).get(APPROVE_ANNOTATION)
+        return None if value is None else str(value).strip()
 
     def deleting_for(self) -> float:
         """Seconds since the HelmRelease was marked for deletion."""

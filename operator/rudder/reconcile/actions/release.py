@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 
 from rudder.chart.errors import ChartError
 from rudder.chart.source import LoadedChart
+from rudder.model import APPROVE_ANNOTATION
 from rudder.observe import metrics
 from rudder.postrender.errors import PostRenderError
 from rudder.reconcile.actions.outcome import (
@@ -31,35 +32,38 @@ from rudder.reconcile.deploy import DeployRequest, DeployResult
 from rudder.reconcile.failures import REPORTED
 from rudder.reconcile.kinds import INSTALL, UPGRADE, ActionKind
 from rudder.reconcile.manager import Outcome
+from rudder.reconcile.preview import compute_preview
 from rudder.reconcile.report import report_chart, report_release
+from rudder.reconcile.status import now
 from rudder.release.history import latest
 from rudder.release.store import RevisionExists, Stamp
 
 log = logging.getLogger(__name__)
 
+APPROVAL_PENDING = "ApprovalPending"
+
 
 async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
-    kind = INSTALL if ctx.decision.action is Action.INSTALL else UPGRADE
+    kind = action_kind(ctx)
     spec, draft, observed = ctx.spec, ctx.draft, ctx.observed
-    assert observed.chart_request is not None
-    assert observed.values is not None
     try:
-        chart = await services.charts.get(observed.chart_request)
-        job = await services.post_renderer.prepare(spec, observed.plugin_requests, ctx.target.owner)
+        chart, request = await prepare_request(services, ctx, kind)
     except (ChartError, PostRenderError) as error:
         return await report_failure(services, ctx, kind, error, time.monotonic())
     report_chart(draft, spec.chart.ref, chart)
+    settings = spec.install if kind is INSTALL else spec.upgrade
+    if settings.preview or settings.approval == "manual":
+        held = await _preview_gate(services, ctx, kind, request, settings.approval == "manual")
+        if held is not None:
+            return held
+    else:
+        draft.set("preview", None)
     if ctx.decision.out_of_band:
         draft.condition("Released", "False", "OutOfBandRevision", ctx.decision.reason)
         await services.events.warning(ctx.target.body, "OutOfBandRevision", ctx.decision.reason)
     if not ctx.target.has_finalizer:
         ctx.target = await patch_finalizer(services.kube, ctx.target, present=True)
 
-    request = _deploy_request(services, ctx, kind, chart)
-    if job is not None:
-        request = dataclasses.replace(
-            request, post_render=functools.partial(services.post_renderer.run, job)
-        )
     started = time.monotonic()
     # A retry of the same inputs keeps reporting its last failure until it succeeds, so a
     # release that keeps failing the same way does not write status each time.
@@ -77,6 +81,66 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         return await report_failure(services, ctx, kind, error, started)
     name = f"{chart.metadata.name}:{chart.metadata.version}"
     return await _succeeded(services, ctx, kind, result, started, name)
+
+
+async def _preview_gate(
+    services: Services, ctx: Context, kind: ActionKind, request: DeployRequest, manual: bool
+) -> Outcome | None:
+    """Compute the preview into status; with manual approval, hold the action (an Outcome)
+    unless the approved digest is the digest of this fresh preview."""
+    started = time.monotonic()
+    try:
+        preview = await compute_preview(services.deployer, request, ctx.clients)
+    except REPORTED as error:
+        return await report_failure(services, ctx, kind, error, started)
+    draft, target = ctx.draft, ctx.target
+    shown = draft.fields.get("preview") or {}
+    computed_at = shown.get("computedAt") if shown.get("digest") == preview.digest else None
+    draft.set("preview", preview.as_status(computed_at or now().isoformat().replace("+00:00", "Z")))
+    approved = target.approved
+    if not manual or approved == preview.digest:
+        if manual:
+            message = f"approved preview {preview.digest}: {preview.summary()}"
+            await services.events.normal(target.body, "Approved", message)
+        return None
+    message = (
+        f"{kind.verb} of {ctx.spec.release_name} to revision {preview.revision} waits for "
+        f"approval ({preview.summary()}); approve with `rudder approve -n {target.namespace} "
+        f"{target.name}` (annotation {APPROVE_ANNOTATION}={preview.digest})"
+    )
+    if approved:
+        message = (
+            f"the approval of {approved} does not match the current preview (the chart, the "
+            f"values or the live objects changed since, or it was spent); {message}"
+        )
+    ready = draft.get("Ready")
+    if ready is None or ready.reason != APPROVAL_PENDING or ready.message != message:
+        await services.events.normal(target.body, APPROVAL_PENDING, message)
+    draft.condition("Ready", "False", APPROVAL_PENDING, message)
+    draft.drop("Reconciling")
+    draft.drop("Stalled")
+    return Outcome(requeue_after=ctx.spec.interval)
+
+
+def action_kind(ctx: Context) -> ActionKind:
+    return INSTALL if ctx.decision.action is Action.INSTALL else UPGRADE
+
+
+async def prepare_request(
+    services: Services, ctx: Context, kind: ActionKind
+) -> tuple[LoadedChart, DeployRequest]:
+    """The chart, and the request the action runs (and a preview computes) with the
+    post-renderers; ChartError or PostRenderError."""
+    observed = ctx.observed
+    assert observed.chart_request is not None
+    chart = await services.charts.get(observed.chart_request)
+    job = await services.post_renderer.prepare(ctx.spec, observed.plugin_requests, ctx.target.owner)
+    request = _deploy_request(services, ctx, kind, chart)
+    if job is not None:
+        request = dataclasses.replace(
+            request, post_render=functools.partial(services.post_renderer.run, job)
+        )
+    return chart, request
 
 
 def _deploy_request(

@@ -1,0 +1,148 @@
+"""Compute a preview: the next install or upgrade, stopped before its first write.
+
+The same request the action would run is rendered and planned by the deployer (so objects
+the upgrade would not send, being unchanged, are left out the same way); each object the
+action would apply is read and dry-run as the release's identity, and what prune would
+delete is listed. Nothing is written: GETs and `dryRun=All` applies only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from rudder.kube.client import JSON, ApiError
+from rudder.kube.discovery import UnknownKind
+from rudder.kube.ssa import STAGE_PARALLELISM, Applier, ObjectRef, parse_conflicts
+from rudder.reconcile.deploy import Deployer, DeployRequest
+from rudder.reconcile.deploy_failure import TRANSIENT_CODES
+from rudder.reconcile.identity import ReleaseClients
+from rudder.reconcile.plan import Planned, manifest_identities, owned_by_release
+from rudder.reconcile.preview_diff import (
+    ADDED,
+    CHANGED,
+    REMOVED,
+    UNCHANGED,
+    ObjectChange,
+    Preview,
+    on_rudder_fields,
+)
+from rudder.reconcile.prune import prunable
+from rudder.release import history
+from rudder.release.codec import Hook
+
+
+async def compute_preview(
+    deployer: Deployer, request: DeployRequest, clients: ReleaseClients
+) -> Preview:
+    applier = clients.applier
+    revision, content, plan = await deployer.prepare(request, applier)
+    previous = history.latest(request.records)
+    known = (
+        set(manifest_identities(previous.release.manifest, request.place.target_namespace))
+        if previous is not None and previous.status != "uninstalled"
+        else set()
+    )
+    limit = asyncio.Semaphore(STAGE_PARALLELISM)
+
+    async def one(item: Planned) -> ObjectChange:
+        async with limit:
+            return await _object_change(applier, request, item, item.ref.identity() in known)
+
+    sent = [p for p in plan.planned + plan.deferred if not p.unchanged]
+    changes = list(await asyncio.gather(*(one(p) for p in sent)))
+    for ref, obj in await prunable(
+        applier, deployer.discovery, request.place, request.records, plan.planned
+    ):
+        live = await applier.get(ref)
+        if live is not None:
+            before, _ = on_rudder_fields(live, None, applier.field_manager)
+            changes.append(ObjectChange(ref, REMOVED, before=before or obj))
+    return Preview(
+        action=request.kind.verb,
+        revision=revision,
+        chart_digest=request.stamp.chart_digest,
+        values_digest=request.stamp.values_digest,
+        objects=tuple(changes),
+        hooks=_hooks(content.hooks, request),
+        forced=request.force_conflicts,
+        redact=request.redact,
+    )
+
+
+async def _object_change(
+    applier: Applier, request: DeployRequest, item: Planned, in_release: bool
+) -> ObjectChange:
+    ref, obj = item.ref, item.obj
+    try:
+        live = await applier.get(ref)
+    except UnknownKind:
+        live = None  # a kind this release's own CRDs add
+    place = request.place
+    foreign = (
+        live is not None
+        and not in_release
+        and not owned_by_release(live, place.release_name, place.storage_namespace)
+    )
+    error = ""
+    if foreign and not request.take_ownership:
+        error = (
+            f"already exists and is not part of release {place.release_name}; "
+            "set takeOwnership to adopt it"
+        )
+    conflicts: tuple[str, ...] = ()
+    answer: JSON | None = None
+    try:
+        answer, conflicts = await _dry_run(applier, request, obj, adopt=foreign)
+    except UnknownKind:
+        pass  # defined by a CRD of this release: can only be dry-run once that exists
+    except ApiError as refused:
+        if refused.code in TRANSIENT_CODES:
+            raise  # the server's trouble: no preview this time
+        # 404 for an object in a namespace the release creates: shown as rendered.
+        if not (refused.code == 404 and live is None):
+            error = error or request.redact(refused.message or refused.reason or str(refused))
+    if answer is None:
+        before, after = on_rudder_fields(live, None, applier.field_manager)
+        after = obj
+    else:
+        before, after = on_rudder_fields(live, answer, applier.field_manager)
+    if live is None:
+        change = ADDED
+    elif before != after:
+        change = CHANGED
+    else:
+        change = UNCHANGED
+    return ObjectChange(ref, change, before, after, conflicts, error)
+
+
+async def _dry_run(
+    applier: Applier, request: DeployRequest, obj: JSON, *, adopt: bool
+) -> tuple[JSON, tuple[str, ...]]:
+    """The answer of the apply the action would send, and the conflicts it would meet
+    (conflicts with managers an out-of-band revision hands back are not conflicts; an
+    object adopted with takeOwnership is applied with force, as the action does)."""
+    force = request.force_conflicts or (adopt and request.take_ownership)
+    try:
+        return await applier.apply(obj, dry_run=True, force=force), ()
+    except ApiError as error:
+        if error.code != 409:
+            raise
+        from_ref = parse_conflicts(ObjectRef.of(obj), error)
+        conflicts = tuple(
+            f"{c.field} owned by {c.manager}"
+            for c in from_ref
+            if c.manager not in request.take_over_from
+        )
+    return await applier.apply(obj, dry_run=True, force=True), conflicts
+
+
+def _hooks(hooks: Sequence[Hook], request: DeployRequest) -> tuple[str, ...]:
+    if request.disable_hooks:
+        return ()
+    events = request.kind.hook_events
+    return tuple(
+        f"{hook.kind}/{hook.name} ({', '.join(e for e in hook.events if e in events)})"
+        for hook in hooks
+        if any(event in events for event in hook.events)
+    )
