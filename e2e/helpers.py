@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -96,3 +98,14 @@ def release_secrets(cluster: Cluster, namespace: str, release: str) -> list[dict
     listed = get_json(cluster, "secrets", "-n", namespace, "-l", f"owner=helm,name={release}")
     items: list[dict[str, Any]] = listed.get("items", [])
     return sorted(items, key=lambda s: int(s["metadata"]["labels"]["version"]))
+
+
+def rudder_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `rudder` command line as a user runs it, with the cluster's admin kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "rudder", *args, f"--kubeconfig={cluster.kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )

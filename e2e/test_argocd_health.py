@@ -95,6 +95,7 @@ def test_the_argocd_health_check_on_helmreleases_in_each_state(
     apply_helmrelease(cluster, "loop-b", ns, {**chart(good), "dependsOn": [{"name": "loop-a"}]})
     apply_helmrelease(cluster, "after", ns, {**chart(good), "dependsOn": [{"name": "ghost"}]})
     apply_helmrelease(cluster, "paused", ns, {**chart(good), "suspend": True})
+    apply_helmrelease(cluster, "held", ns, {**chart(good), "install": {"approval": "manual"}})
 
     states = {
         "healthy": wait_for_condition(cluster, ns, "healthy", "Ready"),
@@ -105,6 +106,9 @@ def test_the_argocd_health_check_on_helmreleases_in_each_state(
         "loop-a": wait_for_condition(cluster, ns, "loop-a", "Stalled", reason="DependencyCycle"),
         "after": wait_for_condition(
             cluster, ns, "after", "Ready", status="False", reason="DependencyNotReady"
+        ),
+        "held": wait_for_condition(
+            cluster, ns, "held", "Ready", status="False", reason="ApprovalPending"
         ),
         "paused": wait_for(
             lambda: get_json(cluster, "helmrelease", "paused", "-n", ns).get("status") and
@@ -120,11 +124,13 @@ def test_the_argocd_health_check_on_helmreleases_in_each_state(
         "loop-a": "Degraded",
         "after": "Progressing",
         "paused": "Suspended",
+        "held": "Suspended",  # waits for a person (rudder.dev/approve)
     }
     seen = {name: health(obj) for name, obj in states.items()}
     assert {name: status for name, (status, _) in seen.items()} == expected, seen
     assert seen["failing"][1].startswith("ChartNotFound: ")
     assert "DependencyCycle" in seen["loop-a"][1]
+    assert seen["held"][1].startswith("ApprovalPending: install of held")
 
     # A generation rudder has not observed yet is Progressing, whatever the conditions say.
     newer = json.loads(json.dumps(states["healthy"]))

@@ -3,28 +3,16 @@ caller's own kubeconfig; output and exit codes as a user (or a CI job) sees them
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from charts import app_chart, push
 from conftest import Cluster
-from helpers import apply_helmrelease, get_json, unique, wait_for_condition
+from helpers import apply_helmrelease, get_json, rudder_cli, unique, wait_for_condition
 from operator_process import OperatorProcess
 
 pytestmark = pytest.mark.e2e
-
-
-def rudder_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rudder", *args, f"--kubeconfig={cluster.kubeconfig}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_command_line_on_a_live_helmrelease(

@@ -1,8 +1,9 @@
 """The status pages in a real browser: headless Chromium loads them from rudder's own server
 (fed by a fake source of 2,000 HelmReleases, no cluster needed), takes screenshots into
-artifacts/status-page.png (the overview) and artifacts/status-page-release.png (one
-release), and dumps the DOM it built — which must hold the hostile name and messages as
-text, with no script element and the pages' own titles untouched.
+artifacts/status-page.png (the overview), artifacts/status-page-release.png (one
+release) and artifacts/status-page-preview.png (a release's preview), and dumps the DOM it
+built — which must hold the hostile name and messages as text, with no script element and
+the pages' own titles untouched.
 
 Needs Debian's `chromium` package; skipped (with the reason) when no Chromium is installed.
 """
@@ -21,13 +22,17 @@ import aiohttp
 import markupsafe
 import pytest
 
+from rudder.kube.ssa import ObjectRef
 from rudder.observe import server
+from rudder.observe.preview_page import PreviewView
+from rudder.reconcile.preview_diff import CHANGED, REMOVED, ObjectChange, Preview
 
 pytestmark = pytest.mark.timeout(300)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 SCREENSHOT = ARTIFACTS / "status-page.png"
 RELEASE_SHOT = ARTIFACTS / "status-page-release.png"
+PREVIEW_SHOT = ARTIFACTS / "status-page-preview.png"
 N = 2_000
 WIDTH, HEIGHT = 1280, 900
 PAYLOAD = "<script>document.title='pwned'</script>"
@@ -172,6 +177,38 @@ class FakeSource:
     async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return EVENTS.get((namespace, name), [])
 
+    async def preview(self, namespace: str, name: str) -> PreviewView | None:
+        """An upgrade's preview, with a hostile value in a diff and a Secret in it."""
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
+        objects = (
+            ObjectChange(
+                ObjectRef("v1", "ConfigMap", namespace, f"{name}-config"),
+                CHANGED,
+                {"data": {"greeting": "hello", "color": "blue", "motd": "welcome"}},
+                {"data": {"greeting": PAYLOAD, "color": "blue", "motd": "welcome"}},
+            ),
+            ObjectChange(
+                ObjectRef("apps/v1", "Deployment", namespace, name),
+                CHANGED,
+                {**deployment, "spec": {"replicas": 3}},
+                {**deployment, "spec": {"replicas": 5}},
+                conflicts=(".spec.replicas owned by kubectl-scale",),
+            ),
+            ObjectChange(
+                ObjectRef("v1", "Secret", namespace, f"{name}-db"),
+                CHANGED,
+                {"data": {"password": "aHVudGVyMg=="}},
+                {"data": {"password": "c3dvcmRmaXNo"}},
+            ),
+            ObjectChange(
+                ObjectRef("v1", "Service", namespace, f"{name}-old"),
+                REMOVED,
+                {"spec": {"ports": [{"port": 80}]}},
+            ),
+        )
+        preview = Preview("upgrade", 3, DIGEST, DIGEST, objects, ("Job/migrate (pre-upgrade)",))
+        return preview.view(namespace, name)
+
 
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -217,7 +254,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
     binary = chromium()
-    runner = await server.start("127.0.0.1:0", FakeSource(), lambda: True)
+    source = FakeSource()
+    runner = await server.start("127.0.0.1:0", source, lambda: True, previews=source)
     base = f"http://127.0.0.1:{runner.port}"
     hostile_page = f"{base}/releases/tenant-a/{urllib.parse.quote(HOSTILE_NAME, safe='')}"
     try:
@@ -230,7 +268,7 @@ async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
         assert len(raw.encode()) < 500_000
 
         ARTIFACTS.mkdir(exist_ok=True)
-        for shot in (SCREENSHOT, RELEASE_SHOT):
+        for shot in (SCREENSHOT, RELEASE_SHOT, PREVIEW_SHOT):
             shot.unlink(missing_ok=True)
         window = f"--window-size={WIDTH},{HEIGHT}"
         await browse(binary, tmp_path / "p1", f"--screenshot={SCREENSHOT}", window, f"{base}/")
@@ -239,10 +277,13 @@ async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
         release_dom = (await browse(binary, tmp_path / "p4", "--dump-dom", hostile_page)).decode()
         conflicted = f"{base}/releases/shop/web"
         conflicted_dom = (await browse(binary, tmp_path / "p5", "--dump-dom", conflicted)).decode()
+        previewed = f"{base}/releases/shop/web/preview"
+        await browse(binary, tmp_path / "p6", f"--screenshot={PREVIEW_SHOT}", window, previewed)
+        preview_dom = (await browse(binary, tmp_path / "p7", "--dump-dom", previewed)).decode()
     finally:
         await runner.stop()
 
-    for shot in (SCREENSHOT, RELEASE_SHOT):
+    for shot in (SCREENSHOT, RELEASE_SHOT, PREVIEW_SHOT):
         data = shot.read_bytes()
         assert png_size(data) == (WIDTH, HEIGHT)
         assert len(data) > 20_000, f"{shot.name} suspiciously small ({len(data)} bytes)"
@@ -265,3 +306,15 @@ async def test_status_page_screenshot_and_escaping(tmp_path: Path) -> None:
     assert "values rejected: &lt;script&gt;document.title='pwned'&lt;/script&gt;" in release_dom
     for text in ("kubectl-scale", "kubectl-set", ".spec.replicas", "Conflicts (2)"):
         assert text in conflicted_dom
+
+    # The preview: diffs as text, coloured by line, a Secret's values never shown.
+    assert "<script" not in preview_dom.lower()
+    assert "upgrade to revision 3" in preview_dom
+    assert '<span class="del">-  greeting: hello</span>' in preview_dom
+    assert "+  greeting: &lt;script&gt;document.title='pwned'&lt;/script&gt;" in preview_dom
+    assert '<span class="add">+  replicas: 5</span>' in preview_dom
+    assert "conflict: .spec.replicas owned by kubectl-scale" in preview_dom
+    assert "password: (secret value, changed)" in preview_dom
+    assert "aHVudGVyMg" not in preview_dom
+    assert "c3dvcmRmaXNo" not in preview_dom
+    assert "Job/migrate (pre-upgrade)" in preview_dom

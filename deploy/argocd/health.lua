@@ -1,5 +1,5 @@
 -- Argo CD health of a rudder.dev HelmRelease, from the conditions rudder writes.
---   Suspended    spec.suspend
+--   Suspended    spec.suspend, or an action waiting for approval (ApprovalPending)
 --   Progressing  rudder has not observed this generation yet, is still working (Ready
 --                Unknown), or waits for a dependency
 --   Degraded     Ready=False: Stalled (retrying cannot help without a change), or failed
@@ -40,7 +40,11 @@ local function said(c)
   return (c.reason or "") .. ": " .. (c.message or "")
 end
 
-if stalled ~= nil and stalled.status == "True" then
+if ready ~= nil and ready.status == "False" and ready.reason == "ApprovalPending" then
+  -- approval: manual, and a person has not approved the preview yet.
+  hs.status = "Suspended"
+  hs.message = said(ready)
+elseif stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = said(ready ~= nil and ready.status == "False" and ready or stalled)
 elseif ready ~= nil and ready.status == "True" then

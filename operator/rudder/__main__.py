@@ -1,5 +1,5 @@
-"""rudder's command line: `rudder run | get | reconcile | suspend | resume | history |
-version | crd` (`python -m rudder ...` is the same)."""
+"""rudder's command line: `rudder run | get | reconcile | suspend | resume | history | diff |
+approve | version | crd` (`python -m rudder ...` is the same)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rudder import __version__
 from rudder.config import OperatorConfig
 from rudder.model import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from rudder.cli.kubeconfig import Target as KubeTarget
+    from rudder.kube.client import KubeClient
 
 # Where the container image puts the kustomize module (see the Dockerfile).
 DEFAULT_KUSTOMIZE_MODULE = "/usr/local/lib/rudder/kustomize.wasm"
@@ -172,6 +177,20 @@ def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     command("suspend", "stop reconciling a HelmRelease (spec.suspend: true)")
     command("resume", "reconcile a suspended HelmRelease again")
     command("history", "a HelmRelease's revisions, and who wrote each (rudder or the helm CLI)")
+    diff = command(
+        "diff",
+        "what the next install or upgrade of a HelmRelease would change (exit 1: it differs)",
+        named=False,
+    )
+    diff.add_argument("name", nargs="?", help="the HelmRelease (or -f)")
+    diff.add_argument("-f", "--filename", help="a HelmRelease manifest, as it would be applied")
+    approve = command("approve", "approve the preview a HelmRelease waits on (approval: manual)")
+    approve.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    for sub in (diff, approve):
+        sub.add_argument(
+            "--color", choices=["auto", "always", "never"], default="auto", help="colour diffs"
+        )
+        sub.add_argument("--field-manager", default="rudder", help="the operator's --field-manager")
 
 
 async def _user_command(args: argparse.Namespace) -> int:
@@ -199,7 +218,9 @@ async def _user_command(args: argparse.Namespace) -> int:
             )
         if args.command in ("suspend", "resume"):
             return await commands.set_suspend(kube, namespace, args.name, args.command == "suspend")
-        return await commands.history(kube, namespace, args.name)
+        if args.command == "history":
+            return await commands.history(kube, namespace, args.name)
+        return await _preview_command(args, kube, target, namespace)
     except ApiError as error:
         return commands.failed(error)
     except TRANSPORT_ERRORS as error:
@@ -209,7 +230,34 @@ async def _user_command(args: argparse.Namespace) -> int:
         await kube.close()
 
 
-USER_COMMANDS = ("get", "reconcile", "suspend", "resume", "history")
+USER_COMMANDS = ("get", "reconcile", "suspend", "resume", "history", "diff", "approve")
+
+
+async def _preview_command(
+    args: argparse.Namespace, kube: KubeClient, target: KubeTarget, namespace: str
+) -> int:
+    from rudder.cli import preview
+
+    merged = None if target.config is None else {**target.config, "current-context": target.context}
+    module = os.environ.get("RUDDER_KUSTOMIZE_MODULE", DEFAULT_KUSTOMIZE_MODULE)
+    settings = preview.PreviewSettings(
+        merged, field_manager=args.field_manager, kustomize_module=Path(module)
+    )
+    colour = preview.wants_colour(sys.stdout, args.color)
+    if args.command == "approve":
+        return await preview.approve(
+            kube, settings, namespace, args.name, yes=args.yes, colour=colour
+        )
+    if (args.name is None) == (args.filename is None):
+        print("error: give a HelmRelease name or -f FILE", file=sys.stderr)
+        return preview.ERROR
+    try:
+        return await preview.diff(
+            kube, settings, namespace, args.name, args.filename, colour=colour
+        )
+    except Exception as error:  # diff's contract: >1 on any error, with what happened
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return preview.ERROR
 
 
 def _post_renderer_flags(run: argparse.ArgumentParser) -> None:

@@ -93,7 +93,7 @@ async def _object_change(
     conflicts: tuple[str, ...] = ()
     answer: JSON | None = None
     try:
-        answer, conflicts = await _dry_run(applier, request, obj, adopt=foreign)
+        answer, conflicts = await _dry_run(applier, request, obj)
     except UnknownKind:
         pass  # defined by a CRD of this release: can only be dry-run once that exists
     except ApiError as refused:
@@ -117,21 +117,19 @@ async def _object_change(
 
 
 async def _dry_run(
-    applier: Applier, request: DeployRequest, obj: JSON, *, adopt: bool
+    applier: Applier, request: DeployRequest, obj: JSON
 ) -> tuple[JSON, tuple[str, ...]]:
-    """The answer of the apply the action would send, and the conflicts it would meet
-    (conflicts with managers an out-of-band revision hands back are not conflicts; an
-    object adopted with takeOwnership is applied with force, as the action does)."""
-    force = request.force_conflicts or (adopt and request.take_ownership)
+    """The answer of the apply the action would send, and the fields other managers own that
+    it touches — reported also when the action takes them (forceConflicts, takeOwnership);
+    not those of managers an out-of-band revision hands back to rudder."""
     try:
-        return await applier.apply(obj, dry_run=True, force=force), ()
+        return await applier.apply(obj, dry_run=True), ()
     except ApiError as error:
         if error.code != 409:
             raise
-        from_ref = parse_conflicts(ObjectRef.of(obj), error)
         conflicts = tuple(
             f"{c.field} owned by {c.manager}"
-            for c in from_ref
+            for c in parse_conflicts(ObjectRef.of(obj), error)
             if c.manager not in request.take_over_from
         )
     return await applier.apply(obj, dry_run=True, force=True), conflicts

@@ -224,6 +224,9 @@ def _matches(item: JSON, key: Any) -> bool:
 def on_rudder_fields(live: JSON | None, answer: JSON | None, manager: str) -> tuple[Any, Any]:
     """(before, after) on the union of what rudder owns in each."""
     fields = merge_field_sets(owned_fields(live, manager), owned_fields(answer, manager))
+    if "f:stringData" in fields:
+        # The API server stores a Secret's stringData in data: that is where it changes.
+        fields = merge_field_sets(fields, {"f:data": fields["f:stringData"]})
     before = project(live, fields) if live is not None else None
     after = project(answer, fields) if answer is not None else None
     return before, after
