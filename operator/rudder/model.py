@@ -229,6 +229,7 @@ class UpgradeSpec:
     take_ownership: bool = False
     cleanup_on_fail: bool = False
     remediation: Remediation = Remediation()
+    force_replace: bool = False
     preview: bool = False
     approval: str = "auto"
 
@@ -541,6 +542,7 @@ def _upgrade(upgrade: _Fields) -> UpgradeSpec:
         disable_wait=upgrade.boolean("disableWait"),
         take_ownership=upgrade.boolean("takeOwnership"),
         cleanup_on_fail=upgrade.boolean("cleanupOnFail"),
+        force_replace=upgrade.boolean("forceReplace"),
         remediation=_remediation(upgrade.child("remediation")),
         preview=upgrade.boolean("preview"),
         approval=upgrade.enum("approval", APPROVALS, "auto"),

@@ -62,6 +62,12 @@ from rudder.reconcile.prove import (
     rejected_reason,
 )
 from rudder.reconcile.prune import prune
+from rudder.reconcile.replace import (
+    IMMUTABLE_FIELD_CHANGE,
+    delete_and_wait,
+    immutable_message,
+    replaceable,
+)
 from rudder.release import history
 from rudder.release.codec import GoTime, Hook, Info, Release
 from rudder.release.store import Record, ReleaseStore, ReleaseTooLarge, Stamp
@@ -84,6 +90,8 @@ class DeployRequest:
     take_ownership: bool
     force_conflicts: bool
     max_history: int
+    # Delete and re-create objects whose change the API server refuses as an update only.
+    force_replace: bool = False
     # After a revision written outside rudder: the managers whose fields rudder takes back.
     take_over_from: tuple[str, ...] = ()
     # The previous revision is rudder's and deployed: objects it rendered identically are
@@ -118,6 +126,7 @@ class DeployResult:
     objects: list[ObjectRef] = field(default_factory=list)
     pruned: list[ObjectRef] = field(default_factory=list)
     readiness: ReadinessReport | None = None
+    replaced: list[ObjectRef] = field(default_factory=list)
 
 
 class _Progress:
@@ -222,10 +231,22 @@ class Deployer:
             force_conflicts=request.force_conflicts,
             take_over_from=request.take_over_from,
         )
+        planned = plan.planned + plan.deferred
         try:
-            adopted = await prove(applier, rule, plan.planned + plan.deferred, early)
+            adopted = await prove(applier, rule, planned, early)
         except ProofFailed as failed:
-            raise DeployError(failed.reason, failed.message, stage=failed.stage) from failed
+            plan.replaced = await replaceable(applier, early, failed.stage)
+            if not plan.replaced:
+                raise DeployError(failed.reason, failed.message, stage=failed.stage) from failed
+            if not request.force_replace:
+                message = request.redact(immutable_message(failed.stage))
+                raise DeployError(IMMUTABLE_FIELD_CHANGE, message) from failed
+            # The rest is proven now; the replaced objects are dry-run again once deleted.
+            early = [obj for obj in early if ObjectRef.of(obj) not in plan.replaced]
+            try:
+                adopted = await prove(applier, rule, planned, early)
+            except ProofFailed as again:
+                raise DeployError(again.reason, again.message, stage=again.stage) from again
         return adopted, frozenset(ObjectRef.of(obj) for obj in early)
 
     # -- 3. the pending record -------------------------------------------------------------
@@ -296,6 +317,7 @@ class Deployer:
         pre, post = request.kind.hook_events
         force = request.force_conflicts
         await self._hooks(progress, request, applier, pre)
+        await self._replace(request, applier, plan, plan.stage_one)
         objects = await applier.apply_stage(
             plan.changed(plan.stage_one), force=force, forced=adopted, proven=proven
         )
@@ -306,6 +328,7 @@ class Deployer:
         if plan.deferred:
             self.discovery.invalidate()
             plan.stage_two += [await self._resolve_deferred(p.obj, request) for p in plan.deferred]
+        await self._replace(request, applier, plan, plan.stage_two)
         objects += await applier.apply_stage(
             plan.changed(plan.stage_two), force=force, forced=adopted, proven=proven
         )
@@ -315,6 +338,16 @@ class Deployer:
         applied.report = await self._wait(request, applier, plan.planned, seen)
         await self._hooks(progress, request, applier, post)
         return applied
+
+    @staticmethod
+    async def _replace(
+        request: DeployRequest, applier: Applier, plan: Plan, stage: Sequence[Planned]
+    ) -> None:
+        """Force-replace: the stage's refused objects go right before the stage is applied."""
+        refs = [p.ref for p in stage if p.ref in plan.replaced]
+        if refs:
+            log.info("replacing %s", ", ".join(str(ref) for ref in refs))
+            await delete_and_wait(applier, refs, request.timeout)
 
     async def _resolve_deferred(self, obj: JSON, request: DeployRequest) -> Planned:
         try:
@@ -413,7 +446,11 @@ class Deployer:
             after[old.version] = await store.update(
                 old, history.with_status(old.release, history.Status.SUPERSEDED)
             )
-        done = await progress.finish("deployed", request.kind.describe_done(request.target_version))
+        description = request.kind.describe_done(request.target_version)
+        if applied.plan.replaced:
+            names = ", ".join(str(ref) for ref in applied.plan.replaced)
+            description += f"; replaced {names}"
+        done = await progress.finish("deployed", description)
         after[done.version] = done
         release = progress.release
         return DeployResult(
@@ -423,4 +460,5 @@ class Deployer:
             objects=[p.ref for p in applied.plan.planned],
             pruned=applied.pruned,
             readiness=applied.report,
+            replaced=list(applied.plan.replaced),
         )

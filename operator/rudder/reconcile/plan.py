@@ -55,6 +55,8 @@ class Plan:
     required_crds: list[ObjectRef] = field(default_factory=list)
     # Unchanged objects as read just before the action (readiness starts from them).
     live_unchanged: list[JSON] = field(default_factory=list)
+    # Force-replace: objects deleted and re-created because their update is refused.
+    replaced: list[ObjectRef] = field(default_factory=list)
 
     @property
     def planned(self) -> list[Planned]:

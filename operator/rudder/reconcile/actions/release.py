@@ -169,6 +169,7 @@ def _deploy_request(
         create_namespace=spec.install.create_namespace and kind is INSTALL,
         take_ownership=settings.take_ownership,
         force_conflicts=spec.upgrade.force_conflicts,
+        force_replace=spec.upgrade.force_replace and kind is UPGRADE,
         max_history=spec.max_history,
         take_over_from=services.config.takeover_managers if ctx.decision.out_of_band else (),
         disable_hooks=settings.disable_hooks,
@@ -214,6 +215,12 @@ async def _succeeded(
     message = f"{kind.done} {spec.release_name} revision {result.release.version} ({chart_name})"
     if ctx.decision.out_of_band:
         message += f"; re-converged to the spec after {ctx.decision.reason}"
+    for ref in result.replaced:
+        await services.events.normal(
+            ctx.target.body, "Replaced", f"{ref} deleted and re-created (forceReplace)"
+        )
+    if result.replaced:
+        message += "; replaced " + ", ".join(str(ref) for ref in result.replaced)
     draft.condition("Released", "True", kind.success_reason, message)
     await services.events.normal(ctx.target.body, kind.success_reason, message)
     log.info(
