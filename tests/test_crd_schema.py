@@ -454,6 +454,7 @@ def test_the_parser_reads_every_defaulted_field(spec_schema: Schema) -> None:
         "valuesFrom": [{"kind": "ConfigMap", "name": "common"}],
         "driftDetection": {"ignore": [{"paths": ["/spec/replicas"]}]},
         "postRenderers": [{"wasm": {"ref": f"oci://registry.example.com/plugins/x@{DIGEST}"}}],
+        "kubeConfig": {"secretRef": {"name": "remote"}},
     }
     defaulted = [
         (path, node)

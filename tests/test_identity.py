@@ -29,7 +29,7 @@ def identities(
     spec: dict[str, Any], status: dict[str, Any] | None, *, deleting: bool, default_sa: str = ""
 ) -> list[Identity]:
     config = OperatorConfig(default_service_account=default_sa or None)
-    observer = Observer(None, None, None, config)  # type: ignore[arg-type]
+    observer = Observer(None, None, None, config, None)  # type: ignore[arg-type]
     hr = target(spec, deleting=deleting)
     parsed, error = observer.parse(hr)
     return observer._identities(hr, parsed, error, StatusDraft(status, 1))

@@ -147,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         help="log verbosity",
     )
 
+    run.add_argument(
+        "--allow-kubeconfig-exec",
+        action="store_true",
+        help="let spec.kubeConfig kubeconfigs use exec credential plugins and auth providers "
+        "(they run programs in rudder's pod; off: such kubeconfigs are refused)",
+    )
+
     _user_commands(commands)
     commands.add_parser("version", help="print rudder's version and the embedded Helm's")
     commands.add_parser("crd", help="print the HelmRelease CustomResourceDefinition (YAML)")
@@ -380,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         post_renderer_deny_kinds=_list(args.post_renderer_deny_kinds),
         post_renderer_deny_namespaces=_list(args.post_renderer_deny_namespaces),
         max_plugin_size=args.max_plugin_size,
+        allow_kubeconfig_exec=args.allow_kubeconfig_exec,
     )
     from rudder.app import run_operator
 

@@ -145,5 +145,6 @@ async def run_operator(config: OperatorConfig) -> None:
     finally:
         api_changes.cancel()
         await reconciler.sources.stop()
+        await reconciler.clusters.close()
         await http.stop()
         await kube.close()

@@ -39,6 +39,8 @@ class OperatorConfig:
     post_renderer_deny_kinds: tuple[str, ...] = ()
     post_renderer_deny_namespaces: tuple[str, ...] = ()
     max_plugin_size: int = 64 * 1024**2
+    # spec.kubeConfig: let kubeconfigs run exec credential plugins / auth providers.
+    allow_kubeconfig_exec: bool = False
 
     @property
     def max_chart_uncompressed(self) -> int:

@@ -155,6 +155,7 @@ DEFAULT_TIMEOUT: Final = "5m"
 DEFAULT_TEST_TIMEOUT: Final = "5m"
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_VALUES_KEY: Final = "values.yaml"
+DEFAULT_KUBECONFIG_KEY: Final = "value"  # as Flux's spec.kubeConfig
 MAX_RELEASE_NAME: Final = 53  # Helm's limit (Secret names and labels derive from it)
 
 CRDS_POLICIES: Final = ("Create", "CreateReplace", "Skip")
@@ -346,6 +347,14 @@ class PostRendererSpec:
 
 
 @dataclass(frozen=True)
+class KubeConfigSpec:
+    """`spec.kubeConfig`: the release goes to the cluster this kubeconfig names."""
+
+    secret_name: str  # a Secret in the HelmRelease's namespace
+    key: str = DEFAULT_KUBECONFIG_KEY
+
+
+@dataclass(frozen=True)
 class HelmReleaseSpec:
     """A HelmRelease's spec with every default applied and every derived name resolved."""
 
@@ -371,6 +380,7 @@ class HelmReleaseSpec:
     drift_detection: DriftDetectionSpec = DriftDetectionSpec()
     post_renderers: tuple[PostRendererSpec, ...] = ()
     post_render_strategy: str = "combined"
+    kube_config: KubeConfigSpec | None = None  # None: the cluster rudder runs in
 
 
 class _Fields:
@@ -665,6 +675,12 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> HelmRel
     service_account = fields.string("serviceAccountName")
     test = fields.child("test")
     uninstall = fields.child("uninstall")
+    kube_config = None
+    if fields.has("kubeConfig"):
+        secret = fields.child("kubeConfig").child("secretRef")
+        kube_config = KubeConfigSpec(
+            secret.required_string("name"), secret.string("key") or DEFAULT_KUBECONFIG_KEY
+        )
     rollback = fields.child("rollback")
     return HelmReleaseSpec(
         chart=_chart(fields.child("chart")),
@@ -688,6 +704,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> HelmRel
             for item in fields.objects("dependsOn")
         ),
         max_history=fields.integer("maxHistory", DEFAULT_MAX_HISTORY),
+        kube_config=kube_config,
         install=_install(fields.child("install")),
         upgrade=_upgrade(fields.child("upgrade")),
         rollback=RollbackSpec(

@@ -139,6 +139,7 @@ async def compute(
             return await reconciler.preview(body)
         finally:
             reconciler.services.deployer.renderer.close()
+            await reconciler.clusters.close()
 
 
 def show(preview: Preview, where: str, out: TextIO, *, colour: bool) -> None:

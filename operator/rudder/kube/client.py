@@ -32,6 +32,12 @@ JSON_PATCH = "application/json-patch+json"
 # (rather than answering with a Status): worth retrying.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 
+
+class ClusterUnreachable(aiohttp.ClientError):
+    """A remote cluster (spec.kubeConfig) could not be reached: a transport error, told
+    apart from the management cluster's own so only its releases report it."""
+
+
 # Every call made as rudder counts; verbs label the API requests metric.
 RequestObserver = Any  # Callable[[str, int], None]; kept loose to avoid a metrics import here
 
@@ -115,16 +121,19 @@ class KubeClient:
     settings: ClientSettings = field(default_factory=ClientSettings)
     impersonate_user: str | None = None
     observers: list[RequestObserver] = field(default_factory=list)
+    remote: str = ""  # a remote cluster's server URL; "" is the cluster rudder runs against
 
     def impersonate(self, user: str | None) -> KubeClient:
         """The same connection and rate limit, acting as `user` (None: rudder itself)."""
-        return KubeClient(self.api, self.limiter, self.settings, user, self.observers)
+        return KubeClient(self.api, self.limiter, self.settings, user, self.observers, self.remote)
 
     def with_own_limit(self, qps: float, burst: int) -> KubeClient:
         """The same connection and identity, with a rate limit of its own: for work (the
         status page) that must never use up the reconciles' budget."""
         limiter = RateLimiter(qps, burst)
-        return KubeClient(self.api, limiter, self.settings, self.impersonate_user, self.observers)
+        return KubeClient(
+            self.api, limiter, self.settings, self.impersonate_user, self.observers, self.remote
+        )
 
     def _headers(self, content_type: str | None, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": self.settings.user_agent}
@@ -150,16 +159,21 @@ class KubeClient:
         query_params = [
             (k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query_params
         ]
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            path,
-            method,
-            query_params=query_params,
-            header_params=self._headers(content_type if body is not None else None, accept),
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=request_timeout or self.settings.request_timeout,
-        )
+        try:
+            response: aiohttp.ClientResponse = await self.api.call_api(
+                path,
+                method,
+                query_params=query_params,
+                header_params=self._headers(content_type if body is not None else None, accept),
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=request_timeout or self.settings.request_timeout,
+            )
+        except TRANSPORT_ERRORS as error:
+            if self.remote and not isinstance(error, ClusterUnreachable):
+                raise ClusterUnreachable(f"{self.remote}: {error!r}") from error
+            raise
         for observe in self.observers:
             observe(method, response.status)
         return response

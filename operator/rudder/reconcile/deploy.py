@@ -25,7 +25,7 @@ from typing import Any
 
 from rudder.chart.render import Renderer
 from rudder.kube.client import JSON
-from rudder.kube.discovery import Discovery, UnknownKind
+from rudder.kube.discovery import UnknownKind
 from rudder.kube.readiness import Outcome as ReadinessOutcome
 from rudder.kube.readiness import ReadinessReport, wait_until_ready
 from rudder.kube.ssa import Applier, ObjectRef, StageRejected
@@ -160,14 +160,14 @@ class _Applied:
 
 
 class Deployer:
-    def __init__(self, discovery: Discovery, renderer: Renderer) -> None:
-        self.discovery = discovery
+    def __init__(self, renderer: Renderer) -> None:
+        # Helm's engine for the cluster rudder runs in; a remote cluster's releases bring
+        # their own (ReleaseClients.renderer). Discovery is the applier's: the release's.
         self.renderer = renderer
-        self.planner = Planner(discovery)
         self.hook_runner = HookRunner()
 
     async def deploy(self, request: DeployRequest, clients: ReleaseClients) -> DeployResult:
-        revision, content, plan = await self.prepare(request, clients.applier)
+        revision, content, plan = await self.prepare(request, clients)
         adopted, proven = await self._prove(request, clients.applier, plan)
         pending = self._pending_release(request, revision, content)
         progress = await self._record(request, clients, pending)
@@ -179,15 +179,19 @@ class Deployer:
 
     # -- 1. content (content.py) and plan -------------------------------------------------
 
-    async def prepare(self, request: DeployRequest, applier: Applier) -> tuple[int, Content, Plan]:
+    async def prepare(
+        self, request: DeployRequest, clients: ReleaseClients
+    ) -> tuple[int, Content, Plan]:
         """(the revision to write, its content, its objects planned); reads only. Objects
         rendered as in the deployed previous revision are marked unchanged when the request
         skips those, unless they no longer exist."""
+        applier = clients.applier
         revision = history.next_revision(request.records)
-        content = await revision_content(request, revision, self.discovery, self.renderer)
+        renderer = clients.renderer or self.renderer
+        content = await revision_content(request, revision, applier.discovery, renderer)
         crds = await crds_to_apply(request, content.crds, applier)
         try:
-            plan = await self.planner.plan(
+            plan = await Planner(applier.discovery).plan(
                 request.place, content.manifests, crds, create_namespace=request.create_namespace
             )
         except PlanError as error:
@@ -326,13 +330,15 @@ class Deployer:
         crds = [p.ref for p in plan.stage_one if p.ref.kind == CRD] + plan.required_crds
         await wait_established(applier, crds, min(request.timeout, CRD_ESTABLISHED_TIMEOUT))
         if plan.deferred:
-            self.discovery.invalidate()
-            plan.stage_two += [await self._resolve_deferred(p.obj, request) for p in plan.deferred]
+            applier.discovery.invalidate()
+            plan.stage_two += [
+                await self._resolve_deferred(applier, p.obj, request) for p in plan.deferred
+            ]
         await self._replace(request, applier, plan, plan.stage_two)
         objects += await applier.apply_stage(
             plan.changed(plan.stage_two), force=force, forced=adopted, proven=proven
         )
-        pruned = await prune(applier, self.discovery, request.place, request.records, plan.planned)
+        pruned = await prune(applier, request.place, request.records, plan.planned)
         applied = _Applied(plan, objects, pruned)
         seen = objects + plan.live_unchanged
         applied.report = await self._wait(request, applier, plan.planned, seen)
@@ -349,9 +355,10 @@ class Deployer:
             log.info("replacing %s", ", ".join(str(ref) for ref in refs))
             await delete_and_wait(applier, refs, request.timeout)
 
-    async def _resolve_deferred(self, obj: JSON, request: DeployRequest) -> Planned:
+    @staticmethod
+    async def _resolve_deferred(applier: Applier, obj: JSON, request: DeployRequest) -> Planned:
         try:
-            return await self.planner.resolve(obj, request.place)
+            return await Planner(applier.discovery).resolve(obj, request.place)
         except UnknownKind as error:
             # Its CRD was applied and Established, yet the kind is not served.
             raise PlanError("UnknownKind", f"{error} (its CRD does not serve it)") from error
@@ -370,7 +377,7 @@ class Deployer:
             return None
         report = await wait_until_ready(
             applier.kube,
-            self.discovery,
+            applier.discovery,
             [p.ref for p in planned],
             timeout=request.timeout,
             cancel=request.cancel,

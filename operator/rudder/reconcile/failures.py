@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
-from rudder.kube.client import TRANSPORT_ERRORS, ApiError
+from rudder.kube.client import TRANSPORT_ERRORS, ApiError, ClusterUnreachable
 from rudder.model import SpecError
 from rudder.postrender.errors import PostRenderError
+from rudder.reconcile.clusters import KubeConfigError
 from rudder.reconcile.deploy_failure import DeployError, is_transient
 from rudder.reconcile.values_sources import ValuesSourceError
 from rudder.release.codec import ReleaseFormatError
@@ -66,6 +67,14 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
     if isinstance(error, ApiError):
         reason = "AccessDenied" if error.code == 403 else "KubernetesAPIError"
         return Failure(reason, redact(str(error)), stalled=False, transient=is_transient(error))
+    if isinstance(error, KubeConfigError):
+        return Failure(error.reason, error.message, stalled=error.stalled)
+    if isinstance(error, ClusterUnreachable):
+        # The remote cluster's outage: only its releases say so, and retry soon.
+        message = f"the remote cluster could not be reached: {error}"
+        return Failure(
+            "ClusterUnreachable", message, stalled=False, unreachable=True, transient=True
+        )
     if isinstance(error, TRANSPORT_ERRORS):
         message = f"the API server could not be reached: {error!r}"
         return Failure(
@@ -84,6 +93,7 @@ REPORTED: tuple[type[BaseException], ...] = (
     ManifestError,
     ReleaseFormatError,
     SpecError,
+    KubeConfigError,
     ApiError,
     *TRANSPORT_ERRORS,
 )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rudder.chart.render import Renderer
 from rudder.kube.client import KubeClient
 from rudder.kube.ssa import Applier
 from rudder.model import HelmReleaseSpec
@@ -70,13 +71,23 @@ class Identity:
 
 @dataclass(frozen=True)
 class ReleaseClients:
-    """Everything that talks to the API for one release, all as its identity."""
+    """Everything that talks to the API for one release, all as its identity. `kube` is
+    the cluster the HelmRelease is in (its values sources and Secrets); the applier, the
+    store and the renderer talk to the cluster the release is in — the same one, or the
+    one spec.kubeConfig names."""
 
     kube: KubeClient
     applier: Applier
     store: ReleaseStore
+    renderer: Renderer | None = None  # None: the deployer's, for the cluster rudder runs in
 
     @classmethod
-    def acting_as(cls, user: str | None, kube: KubeClient, applier: Applier) -> ReleaseClients:
-        scoped = kube.impersonate(user)
-        return cls(scoped, applier.as_user(user), ReleaseStore(scoped))
+    def acting_as(
+        cls,
+        user: str | None,
+        kube: KubeClient,
+        applier: Applier,
+        renderer: Renderer | None = None,
+    ) -> ReleaseClients:
+        release_side = applier.as_user(user)
+        return cls(kube.impersonate(user), release_side, ReleaseStore(release_side.kube), renderer)

@@ -24,6 +24,7 @@ from rudder.model import (
     parse_spec,
 )
 from rudder.postrender.pipeline import inputs_digest
+from rudder.reconcile.clusters import KubeConfigError, RemoteClusters
 from rudder.reconcile.decide import drives
 from rudder.reconcile.failures import Failure, classify
 from rudder.reconcile.identity import Identity, ReleaseClients, service_account_user
@@ -40,12 +41,18 @@ DEPENDENCY_RECHECK = 10.0
 
 class Observer:
     def __init__(
-        self, kube: KubeClient, applier: Applier, charts: ChartSource, config: OperatorConfig
+        self,
+        kube: KubeClient,
+        applier: Applier,
+        charts: ChartSource,
+        config: OperatorConfig,
+        clusters: RemoteClusters,
     ) -> None:
         self.kube = kube  # rudder's own: HelmRelease objects only
         self.applier = applier
         self.charts = charts
         self.config = config
+        self.clusters = clusters  # spec.kubeConfig's
 
     async def observe(
         self,
@@ -68,25 +75,55 @@ class Observer:
         )
         if identity is None:
             return base
-        clients = ReleaseClients.acting_as(identity.user, self.kube, self.applier)
-        base = dataclasses.replace(base, clients=clients)
         if target.deleting:
             if not target.has_finalizer or (spec is not None and spec.suspend):
                 return base  # nothing will be uninstalled: no need to read the records
-            return await self._driven(base, candidates)
+            return await self._driven(target, spec, base, candidates)
         if spec is None or error is not None or spec.suspend:
-            return base
+            return dataclasses.replace(base, clients=await self._clients(target, spec, identity))
         try:
+            clients = await self._clients(target, spec, identity)
+            base = dataclasses.replace(base, clients=clients)
             return await self._inputs(target, spec, base, clients, draft)
-        except (ChartError, ValuesSourceError) as failed:
+        except (ChartError, ValuesSourceError, KubeConfigError) as failed:
             return dataclasses.replace(base, blocked=classify(failed))
 
-    async def _driven(self, base: Observed, candidates: list[Identity]) -> Observed:
+    async def _clients(
+        self, target: Target, spec: HelmReleaseSpec | None, identity: Identity
+    ) -> ReleaseClients:
+        """As `identity`, on the cluster the release is in: this one, or spec.kubeConfig's
+        (its Secret read as the identity, like every other Secret the spec names)."""
+        key = (target.namespace, target.name)
+        if spec is None or spec.kube_config is None:
+            await self.clusters.forget(key)
+            return ReleaseClients.acting_as(identity.user, self.kube, self.applier)
+        ref = spec.kube_config
+        secret = await self.kube.impersonate(identity.user).get_or_none(
+            f"/api/v1/namespaces/{target.namespace}/secrets/{ref.secret_name}"
+        )
+        encoded = ((secret or {}).get("data") or {}).get(ref.key)
+        if not encoded:
+            what = "does not exist" if secret is None else f"has no key {ref.key!r}"
+            raise KubeConfigError(
+                "KubeConfigNotFound",
+                f"spec.kubeConfig: Secret {target.namespace}/{ref.secret_name} {what}",
+                stalled=False,
+            )
+        remote = await self.clusters.use(key, base64.b64decode(encoded))
+        return ReleaseClients.acting_as(identity.user, self.kube, remote.applier, remote.renderer)
+
+    async def _driven(
+        self,
+        target: Target,
+        spec: HelmReleaseSpec | None,
+        base: Observed,
+        candidates: list[Identity],
+    ) -> Observed:
         """Deleting: the first identity whose release this HelmRelease drives (the spec's,
         then the one status recorded), with its records; else the last one read."""
         observed = base
         for identity in candidates:
-            clients = ReleaseClients.acting_as(identity.user, self.kube, self.applier)
+            clients = await self._clients(target, spec, identity)
             observed = await with_history(
                 dataclasses.replace(base, identity=identity, clients=clients)
             )

@@ -36,7 +36,7 @@ async def compute_preview(
     deployer: Deployer, request: DeployRequest, clients: ReleaseClients
 ) -> Preview:
     applier = clients.applier
-    revision, content, plan = await deployer.prepare(request, applier)
+    revision, content, plan = await deployer.prepare(request, clients)
     previous = history.latest(request.records)
     known = (
         set(manifest_identities(previous.release.manifest, request.place.target_namespace))
@@ -51,9 +51,7 @@ async def compute_preview(
 
     sent = [p for p in plan.planned + plan.deferred if not p.unchanged]
     changes = list(await asyncio.gather(*(one(p) for p in sent)))
-    for ref, obj in await prunable(
-        applier, deployer.discovery, request.place, request.records, plan.planned
-    ):
+    for ref, obj in await prunable(applier, request.place, request.records, plan.planned):
         live = await applier.get(ref)
         if live is not None:
             before, _ = on_rudder_fields(live, None, applier.field_manager)

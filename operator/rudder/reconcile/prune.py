@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rudder.kube.client import JSON
-from rudder.kube.discovery import Discovery, UnknownKind
+from rudder.kube.discovery import UnknownKind
 from rudder.kube.ssa import Applier, ObjectRef
 from rudder.reconcile.plan import (
     ObjectKey,
@@ -31,13 +31,12 @@ def kept_by_policy(obj: JSON) -> bool:
 
 async def prune(
     applier: Applier,
-    discovery: Discovery,
     place: Placement,
     records: Sequence[Record],
     applied: Sequence[Planned],
 ) -> list[ObjectRef]:
     pruned = []
-    for ref, _ in await prunable(applier, discovery, place, records, applied):
+    for ref, _ in await prunable(applier, place, records, applied):
         if await applier.delete(ref):
             pruned.append(ref)
     return pruned
@@ -45,7 +44,6 @@ async def prune(
 
 async def prunable(
     applier: Applier,
-    discovery: Discovery,
     place: Placement,
     records: Sequence[Record],
     applied: Sequence[Planned],
@@ -70,7 +68,7 @@ async def prunable(
             continue
         ref = ObjectRef(str(obj.get("apiVersion", "")), identity[1], identity[2], identity[3])
         try:
-            resource = await discovery.resource(ref.api_version, ref.kind)
+            resource = await applier.discovery.resource(ref.api_version, ref.kind)
         except UnknownKind:
             continue
         if not resource.namespaced:

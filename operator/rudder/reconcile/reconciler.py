@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from rudder.chart.render import Renderer
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
-from rudder.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
+from rudder.kube.client import JSON, MERGE_PATCH, ApiError, ClientSettings, KubeClient
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 from rudder.observe import metrics
@@ -31,6 +31,7 @@ from rudder.reconcile.actions import ACTIONS
 from rudder.reconcile.actions.finalize import DEFAULT_TIMEOUT, deletion_failed
 from rudder.reconcile.actions.release import action_kind, prepare_request
 from rudder.reconcile.actions.unlock import unlock
+from rudder.reconcile.clusters import RemoteClusters
 from rudder.reconcile.context import Context, Services, patch_finalizer
 from rudder.reconcile.decide import Action, drives, next_action
 from rudder.reconcile.deploy import Deployer
@@ -62,13 +63,18 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         applier = Applier(kube, discovery, config.field_manager)
-        self.observer = Observer(kube, applier, charts, config)
+        self.clusters = RemoteClusters(
+            ClientSettings(qps=config.kube_api_qps, burst=config.kube_api_burst),
+            config.field_manager,
+            allow_exec=config.allow_kubeconfig_exec,
+        )
+        self.observer = Observer(kube, applier, charts, config, self.clusters)
         self.services = Services(
             kube=kube,
             events=EventRecorder(kube),
             charts=charts,
             post_renderer=post_renderer(charts, config),
-            deployer=Deployer(discovery, Renderer(config.kubeconfig)),
+            deployer=Deployer(Renderer(config.kubeconfig)),
             uninstaller=Uninstaller(),
             config=config,
             instance=uuid.uuid4().hex,
@@ -82,6 +88,8 @@ class Reconciler:
         # status would undo it. One read gives the object as it is now.
         body = await self.kube.get_or_none(Target(event_body).path)
         if body is None:
+            gone = Target(event_body)
+            await self.clusters.forget((gone.namespace, gone.name))
             return Outcome(requeue_after=None)
         target = Target(body)
         run.begin(target.generation)
