@@ -28,12 +28,13 @@ def history_entry(record: Record) -> dict[str, object]:
     return entry
 
 
-def report_chart(draft: StatusDraft, ref: str, chart: LoadedChart) -> None:
+def report_chart(draft: StatusDraft, source: dict[str, str], chart: LoadedChart) -> None:
+    """`source`: where the chart came from (ref, or repository and url)."""
     meta = chart.metadata
     draft.set(
         "chart",
         {
-            "ref": ref,
+            **source,
             "digest": chart.digest,
             "name": meta.name,
             "version": meta.version,

@@ -48,7 +48,7 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         job = await services.post_renderer.prepare(spec, observed.plugin_requests, ctx.target.owner)
     except (ChartError, PostRenderError) as error:
         return await report_failure(services, ctx, kind, error, time.monotonic())
-    report_chart(draft, spec.chart.ref, chart)
+    report_chart(draft, observed.chart_request.status_fields(spec.chart.ref), chart)
     if ctx.decision.out_of_band:
         draft.condition("Released", "False", "OutOfBandRevision", ctx.decision.reason)
         await services.events.warning(ctx.target.body, "OutOfBandRevision", ctx.decision.reason)
