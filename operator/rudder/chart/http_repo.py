@@ -122,7 +122,7 @@ class HttpRepositories:
         self._clock = clock
         self._indexes: OrderedDict[tuple[str, str], _Index] = OrderedDict()
         self._refreshes: SingleFlight[tuple[str, str], _Index] = SingleFlight()
-        self._downloads: SingleFlight[tuple[str, str], bytes] = SingleFlight()
+        self._downloads: SingleFlight[tuple[str, str, str], bytes] = SingleFlight()
         # (transport key, URL) -> the digest those credentials were served there.
         self._proofs: OrderedDict[tuple[str, str], str] = OrderedDict()
 
@@ -216,24 +216,17 @@ class HttpRepositories:
 
     async def _download(self, chart: HttpChart, url: str, transport: Transport) -> bytes:
         body = await self._downloads.run(
-            (url, transport.key),
+            (url, transport.key, chart.digest or ""),
             lambda: asyncio.to_thread(self._download_blocking, chart, url, transport),
         )
         self._proofs[(transport.key, url)] = sha256_digest(body)  # what these credentials got
         self._proofs.move_to_end((transport.key, url))
         while len(self._proofs) > PROOF_ENTRIES:
             self._proofs.popitem(last=False)
-        received = sha256_digest(body)
-        if chart.digest is not None and received != chart.digest:
-            raise ChartError(
-                DIGEST_MISMATCH,
-                f"{chart.subject}: {display_url(url)} sent an archive hashing to {received}, "
-                f"expected {chart.digest}",
-            )
         return body
 
     def _download_blocking(self, chart: HttpChart, url: str, transport: Transport) -> bytes:
-        """Fetched, checked and cached; the caller compares the digest with what it expects."""
+        """Fetched, hashed to `chart.digest` when one is expected, checked, then cached."""
         answer = http_transport.get(
             url,
             transport,
@@ -244,6 +237,13 @@ class HttpRepositories:
             send_credentials=chart.pass_credentials or same_origin(chart.repository, url),
         )
         body = answer.body
+        received = sha256_digest(body)
+        if chart.digest is not None and received != chart.digest:
+            raise ChartError(
+                DIGEST_MISMATCH,
+                f"{chart.subject}: {display_url(url)} sent an archive hashing to {received}, "
+                f"expected {chart.digest}",
+            )
         try:
             check_archive(body, self.limits)
         except ArchiveTooLarge as error:
@@ -252,7 +252,7 @@ class HttpRepositories:
             ) from None
         except UnsafeArchive as error:
             raise ChartError(INVALID_CHART, f"{chart.subject}: {error}") from None
-        self.cache.put(sha256_digest(body), body)
+        self.cache.put(received, body)
         return body
 
 

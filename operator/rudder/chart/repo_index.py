@@ -86,7 +86,9 @@ def parse_index(data: bytes) -> RepoIndex:
         raise InvalidIndex(f"not YAML: {_first_line(error)}") from None
     if not isinstance(document, Mapping) or not document.get("apiVersion"):
         raise InvalidIndex("not a Helm repository index (no apiVersion)")
-    entries = document.get("entries") or {}
+    entries = document.get("entries")
+    if entries is None:
+        entries = {}
     if not isinstance(entries, Mapping):
         raise InvalidIndex("entries is not a map")
     charts: dict[str, tuple[IndexEntry, ...]] = {}
