@@ -559,6 +559,7 @@ def test_the_http_repository_rules_use_the_models_patterns(spec_schema: Schema) 
     ]
     for pattern in (model.HTTP_REPOSITORY_PATTERN, model.EXACT_VERSION_PATTERN):
         assert "'" not in pattern  # it sits inside a CEL string literal
+    assert "\\" not in model.EXACT_VERSION_PATTERN  # no escapes there either
 
 
 def test_every_rule_names_the_fields_it_is_about(spec_schema: Schema) -> None:

@@ -366,15 +366,14 @@ async def test_relative_urls_resolve_against_the_repository_path_and_keep_its_qu
     server.put("stable/charts/hello.tgz", data)
     entry = {"name": "hello", "version": "1.0.0", "urls": ["charts/hello.tgz"]}
     server.put("stable/index.yaml", index_yaml([entry]))
-    pinned = await source(tmp_path).pin(
-        request(f"{server.url}/stable?sig=abc", "1.0.0", allow_range=True)
-    )
+    charts = source(tmp_path)
+    pinned = await charts.pin(request(f"{server.url}/stable?sig=abc", "1.0.0", allow_range=True))
     assert pinned.http is not None
     assert pinned.http.url == f"{server.url}/stable/charts/hello.tgz?sig=abc"
-    assert pinned.status_fields("") == {
-        "repository": f"{server.url}/stable?…",
-        "url": f"{server.url}/stable/charts/hello.tgz?…",
-    }
+    assert pinned.status_fields("") == {"repository": f"{server.url}/stable?…"}
+    # An exact version pinned by digest: the URL is known once the index was asked.
+    exact = request(f"{server.url}/stable?sig=abc", "1.0.0", pinned.digest)
+    assert (await charts.get(exact)).url == f"{server.url}/stable/charts/hello.tgz?sig=abc"
 
 
 # --- authentication -----------------------------------------------------------------------------

@@ -123,9 +123,9 @@ class ChartReference:
 HTTP_REPOSITORY_PATTERN: Final = r"^https?://[^/@\s?#]+(/[^\s]*)?$"
 ARCHIVE_DIGEST_PATTERN: Final = rf"^{_DIGEST}$"
 # A chart version exactly as semver 2 writes it, optionally with Helm's leading "v".
-EXACT_VERSION_PATTERN: Final = (
-    r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
-    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+EXACT_VERSION_PATTERN: Final = (  # no backslashes: it sits in a CEL string literal
+    r"^v?(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$"
 )
 # Fields of one chart form that make no sense with the other.
 _HTTP_ONLY: Final = ("name", "version", "digest")

@@ -61,6 +61,7 @@ DEFAULT_MAX_INDEX_BYTES: Final = 64 * 1024 * 1024  # public indexes are tens of 
 INDEX_TTL: Final = 15.0
 INDEX_ENTRIES: Final = 32  # parsed indexes kept, least recently used dropped first
 PROOF_ENTRIES: Final = 4096  # (credentials, URL) -> digest downloads remembered
+URL_ENTRIES: Final = 4096  # digest -> the URL it was last found at, for status
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,18 @@ class HttpRepositories:
         self._downloads: SingleFlight[tuple[str, str, str], bytes] = SingleFlight()
         # (transport key, URL) -> the digest those credentials were served there.
         self._proofs: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._urls: OrderedDict[str, str] = OrderedDict()
+
+    def url_of(self, digest: str) -> str | None:
+        """The archive URL `digest` was last pinned or downloaded from (None: served from
+        the disk cache since the start, without asking the index)."""
+        return self._urls.get(digest)
+
+    def _remember_url(self, digest: str, url: str) -> None:
+        self._urls[digest] = url
+        self._urls.move_to_end(digest)
+        while len(self._urls) > URL_ENTRIES:
+            self._urls.popitem(last=False)
 
     async def pin(self, chart: HttpChart, transport: Transport) -> HttpChart:
         """`chart` with the version the index picks, its archive URL and its digest."""
@@ -143,7 +156,10 @@ class HttpRepositories:
             body = await self._download(chart, url, transport)
             digest = sha256_digest(body)
             state.url_digests[url] = digest
-        return replace(chart, version=entry.version, digest=chart.digest or digest, url=url)
+        pinned = replace(chart, version=entry.version, digest=chart.digest or digest, url=url)
+        assert pinned.digest is not None
+        self._remember_url(pinned.digest, url)
+        return pinned
 
     async def archive(self, chart: HttpChart, transport: Transport) -> tuple[bytes, int]:
         """The verified archive of a pinned chart and the bytes downloaded for it (0 when

@@ -106,13 +106,10 @@ class ChartRequest:
 
     def status_fields(self, spec_ref: str) -> dict[str, str]:
         """Where the chart came from, for status.chart: spec.chart.ref as written, or the
-        repository and archive URL (without user info or query)."""
+        repository (without user info or query); the archive URL comes with the chart."""
         if self.http is None:
             return {"ref": spec_ref}
-        fields = {"repository": display_url(self.http.repository)}
-        if self.http.url:
-            fields["url"] = display_url(self.http.url)
-        return fields
+        return {"repository": display_url(self.http.repository)}
 
 
 @dataclass(frozen=True)
@@ -129,6 +126,7 @@ class LoadedChart:
     archive: bytes = field(repr=False)
     chart: Any = field(repr=False)  # helm_python.Chart, immutable and shared between threads
     metadata: ChartMetadata
+    url: str | None = None  # where an HTTP repository's archive came from, when known
 
 
 class ChartSource:
@@ -239,7 +237,7 @@ class ChartSource:
             loaded = await self._loads.run(
                 (digest, transport.key), lambda: self._load_http(chart, transport)
             )
-        return replace(loaded, ref=request.ref)
+        return replace(loaded, ref=request.ref, url=chart.url or self.http.url_of(digest))
 
     async def _load_http(self, chart: HttpChart, transport: Transport) -> LoadedChart:
         assert chart.digest is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rudder.chart.repo_index import display_url
 from rudder.chart.source import LoadedChart
 from rudder.observe.statuspage import short_digest
 from rudder.reconcile.identity import Identity
@@ -35,6 +36,7 @@ def report_chart(draft: StatusDraft, source: dict[str, str], chart: LoadedChart)
         "chart",
         {
             **source,
+            **({"url": display_url(chart.url)} if chart.url else {}),
             "digest": chart.digest,
             "name": meta.name,
             "version": meta.version,
