@@ -108,7 +108,8 @@ def test_the_server_fills_in_the_defaults_the_model_assumes(
     served = read(cluster, namespace, "minimal")["spec"]
     assert served == {
         "chart": {"ref": f"oci://registry.example.com/charts/podinfo@{DIGEST}",
-                  "allowTag": False, "insecure": False},
+                  "allowTag": False, "insecure": False,
+                  "allowVersionRange": False, "passCredentials": False},
         "interval": "10m",
         "timeout": "5m",
         "suspend": False,
