@@ -231,6 +231,7 @@ async def test_an_index_over_the_limit_is_refused(repo: RepoServer, tmp_path: Pa
         await charts.pin(request(repo.url, "^1", allow_range=True))
     assert raised.value.reason == CHART_TOO_LARGE
     assert raised.value.retriable  # the repository may shrink it; the spec is fine
+    assert "--max-index-size" in raised.value.message
 
 
 async def test_an_index_that_is_not_one_is_a_repository_failure(

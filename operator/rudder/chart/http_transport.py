@@ -113,9 +113,10 @@ def get(
             try:
                 body = read_limited(response, max_bytes)
             except BodyTooLarge:
+                flag = "--max-chart-size" if what == "chart" else "--max-index-size"
                 raise ChartError(
                     CHART_TOO_LARGE,
-                    f"{subject}: the {what} at {shown} is over the {max_bytes}-byte limit",
+                    f"{subject}: the {what} at {shown} is over the {max_bytes}-byte limit ({flag})",
                     retriable=what != "chart",
                 ) from None
             except requests.exceptions.RequestException as error:
