@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from charts import APP_TEMPLATES, APP_VALUES, write_chart
 from conftest import Cluster
@@ -37,6 +38,7 @@ from helpers import (
 )
 from localcluster import free_port
 from operator_process import OperatorProcess
+from test_tenant_chart_access import tenant, tenant_mode
 
 pytestmark = pytest.mark.e2e
 
@@ -248,3 +250,57 @@ def test_chart_failures_name_their_reason_and_install_nothing(
         assert (condition(hr, "Stalled").get("status") == "True") == stalled, release
         assert release_secrets(cluster, namespace, release) == []
     assert time.monotonic() - started < 60
+
+
+def test_in_tenant_mode_a_cached_archive_needs_the_tenants_own_access(
+    cluster: Cluster,
+    rudder: OperatorProcess,
+    repos: tuple[StaticRepo, StaticRepo],
+    tmp_path: Path,
+) -> None:
+    """The owner's chart is cached by its digest; another tenant naming that digest gets it
+    neither without the repository's credentials nor through an index of its own that
+    claims the digest for other bytes."""
+    open_repo, private = repos
+    name = f"sec{uuid.uuid4().hex[:6]}"
+    digest = publish(cluster, private, name, "1.0.0", "private")
+    # The other tenant's repository: an index claiming the private digest for its own bytes.
+    decoy = open_repo.root / f"decoy-{name}"
+    decoy.mkdir()
+    publish(cluster, open_repo, name, "1.0.0", "decoy")
+    (open_repo.root / f"{name}-1.0.0.tgz").rename(decoy / "chart.tgz")
+    claim = {"name": name, "version": "1.0.0", "digest": digest.removeprefix("sha256:"),
+             "urls": ["chart.tgz"], "apiVersion": "v2"}  # fmt: skip
+    index = {"apiVersion": "v1", "entries": {name: [claim]}}
+    (decoy / "index.yaml").write_text(yaml.safe_dump(index))
+
+    with tenant_mode(cluster, rudder, tmp_path):
+        owner, other = tenant(cluster, "http-owner"), tenant(cluster, "http-other")
+        try:
+            _secret(cluster, owner, "repo-auth", {"username": USER, "password": PASSWORD})
+            mine = _spec(private, name, "1.0.0", digest=digest, secretRef={"name": "repo-auth"})
+            apply_helmrelease(cluster, "mine", owner, mine)
+            wait_for_condition(cluster, owner, "mine", "Ready", timeout=120)  # now cached
+
+            anonymous = _spec(private, name, "1.0.0", digest=digest)
+            claimed = {
+                **anonymous,
+                "chart": {**anonymous["chart"], "repository": f"{open_repo.url}/{decoy.name}"},
+            }
+            attempts = {"anonymous": (anonymous, "RegistryAuthFailed"),
+                        "claimed": (claimed, "DigestMismatch")}  # fmt: skip
+            for release, (spec, _) in attempts.items():
+                apply_helmrelease(cluster, release, other, spec)
+            for release, (_, reason) in attempts.items():
+                hr = wait_for_condition(cluster, other, release, "Ready", status="False",
+                                        reason=reason, timeout=90)  # fmt: skip
+                assert PASSWORD not in json.dumps(hr)
+                assert release_secrets(cluster, other, release) == []
+                assert not get_json(cluster, "configmap", f"{release}-config", "-n", other)
+            assert (
+                condition(get_json(cluster, "helmrelease", "mine", "-n", owner), "Ready")["status"]
+                == "True"
+            )
+        finally:
+            for namespace in (owner, other):
+                cluster.kubectl("delete", "namespace", namespace, "--timeout=60s", check=False)
