@@ -105,6 +105,9 @@ class _Index:
 
 
 class HttpRepositories:
+    """Every HTTP repository rudder reads: their parsed indexes, the archive downloads in
+    flight, and what each set of credentials was served (one instance per ChartSource)."""
+
     def __init__(
         self,
         cache: BlobCache,
