@@ -89,6 +89,17 @@ def test_a_tag_is_accepted_with_allow_tag(cluster: Cluster, namespace: str) -> N
     assert served["allowTag"] is True
 
 
+def test_http_repository_charts_are_accepted(cluster: Cluster, namespace: str) -> None:
+    for sample, name in (("http", "from-http"), ("http-range", "from-http-range")):
+        path = SAMPLES / f"helmrelease-valid-{sample}.yaml"
+        cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+        served = read(cluster, namespace, name)["spec"]
+        assert served["chart"]["passCredentials"] is False
+        spec = parse_spec(served, name=name, namespace=namespace)
+        assert spec.chart.http is not None
+        assert spec.chart.http.allow_version_range == (sample == "http-range")
+
+
 def test_the_server_fills_in_the_defaults_the_model_assumes(
     cluster: Cluster, namespace: str
 ) -> None:
@@ -97,7 +108,8 @@ def test_the_server_fills_in_the_defaults_the_model_assumes(
     served = read(cluster, namespace, "minimal")["spec"]
     assert served == {
         "chart": {"ref": f"oci://registry.example.com/charts/podinfo@{DIGEST}",
-                  "allowTag": False, "insecure": False},
+                  "allowTag": False, "insecure": False,
+                  "allowVersionRange": False, "passCredentials": False},
         "interval": "10m",
         "timeout": "5m",
         "suspend": False,
@@ -144,7 +156,12 @@ INVALID = {
     "wrong-type": ["spec.maxHistory", "integer"],
     "bad-enum": ["spec.install.crds", "Unsupported value", '"CreateReplace"'],
     "bad-duration": ["spec.interval", "should match"],
-    "missing-ref": ["spec.chart.ref", "Required value"],
+    "missing-ref": ["spec.chart", "exactly one of ref (an OCI chart) and repository"],
+    "ref-and-repository": ["spec.chart", "exactly one of ref (an OCI chart) and repository"],
+    "http-without-digest": ["spec.chart.digest", "required unless spec.chart.allowVersionRange"],
+    "http-range-without-allow": ["spec.chart.version", "must be an exact version"],
+    "http-credentials-in-url": ["spec.chart.repository", "should match"],
+    "http-with-allowtag": ["spec.chart.allowTag, insecure and verify apply to OCI charts"],
     "values-from-without-name": ["spec.valuesFrom[0].name", "Required value"],
     "post-renderer-both": ["spec.postRenderers[0]", "exactly one of kustomize and wasm"],
     "plugin-tag": ["spec.postRenderers[0].wasm.ref", "should match"],
@@ -229,7 +246,9 @@ def test_short_name_and_category_list_helmreleases(cluster: Cluster, namespace: 
 def test_explain_documents_the_fields(cluster: Cluster, namespace: str) -> None:
     chart_doc = cluster.kubectl("explain", "helmrelease.spec.chart").stdout
     assert "The chart to install" in chart_doc
-    assert "ref\t<string> -required-" in chart_doc
+    assert "ref\t<string>" in chart_doc
+    assert "classic HTTP chart" in chart_doc
+    assert "allowVersionRange\t<boolean>" in chart_doc
     assert "Accept a tag instead of a digest" in chart_doc
     crds_doc = cluster.kubectl("explain", "rhr.spec.install.crds").stdout
     assert "CreateReplace" in crds_doc

@@ -21,6 +21,14 @@ from rudder.model import parse_spec
 CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / "helmreleases.rudder.dev.yaml"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 MINIMAL = {"chart": {"ref": f"oci://registry.example.com/charts/podinfo@{DIGEST}"}}
+HTTP_MINIMAL = {
+    "chart": {
+        "repository": "https://charts.example.com/stable",
+        "name": "podinfo",
+        "version": "6.14.1",
+        "digest": DIGEST,
+    }
+}
 
 Schema = dict[str, Any]
 
@@ -235,10 +243,13 @@ def test_values_are_free_form(spec_schema: Schema) -> None:
     assert values["x-kubernetes-preserve-unknown-fields"] is True
 
 
-def test_chart_and_its_ref_are_required(root: Schema, spec_schema: Schema) -> None:
+def test_chart_and_one_of_its_forms_are_required(root: Schema, spec_schema: Schema) -> None:
     assert root["required"] == ["spec"]
     assert spec_schema["required"] == ["chart"]
-    assert spec_schema["properties"]["chart"]["required"] == ["ref"]
+    chart = spec_schema["properties"]["chart"]
+    assert "required" not in chart  # ref or repository: a rule says which
+    rules = [rule["rule"] for rule in chart["x-kubernetes-validations"]]
+    assert rules[0] == "has(self.ref) != has(self.repository)"
     items = spec_schema["properties"]["valuesFrom"]["items"]
     assert sorted(items["required"]) == ["kind", "name"]
 
@@ -367,6 +378,11 @@ def test_defaults_inside_list_items_agree_too(spec_schema: Schema) -> None:
 # Optional spec fields the CRD leaves without a default, and why. Every other optional
 # scalar has one, so the parser's defaults are all visible in objects read back.
 NO_DEFAULT = {
+    ".chart.ref": "one of ref and repository, a rule says",
+    ".chart.repository": "one of ref and repository, a rule says",
+    ".chart.name": "required with repository, a rule says",
+    ".chart.version": "required with repository, a rule says",
+    ".chart.digest": "required with repository unless allowVersionRange, a rule says",
     ".releaseName": "derived: metadata.name",
     ".targetNamespace": "derived: metadata.namespace",
     ".storageNamespace": "derived: targetNamespace",
@@ -462,10 +478,17 @@ def test_the_parser_reads_every_defaulted_field(spec_schema: Schema) -> None:
         if "default" in node and node["default"] != {}
     ]
     assert len(defaulted) > 20
+    # The HTTP repository's own fields are read on an HTTP chart (on an OCI one they are
+    # refused); a version range is pinned by no digest.
+    http_base = {**base, **copy.deepcopy(HTTP_MINIMAL)}
     for path, node in defaulted:
-        changed = copy.deepcopy(base)
+        http = path in (".chart.allowVersionRange", ".chart.passCredentials")
+        before = http_base if http else base
+        changed = copy.deepcopy(before)
         set_path(changed, path, other_value(node))
-        assert parse(changed) != parse(base), path
+        if path == ".chart.allowVersionRange":
+            del changed["chart"]["digest"]
+        assert parse(changed) != parse(before), path
 
 
 # --- the same rules as the model ------------------------------------------------------------
@@ -500,7 +523,8 @@ def test_enums_match_the_models(spec_schema: Schema) -> None:
 
 
 def test_the_chart_ref_rules_use_the_models_patterns(spec_schema: Schema) -> None:
-    rules = spec_schema["properties"]["chart"]["x-kubernetes-validations"]
+    every = spec_schema["properties"]["chart"]["x-kubernetes-validations"]
+    rules = [rule for rule in every if rule.get("fieldPath") == ".ref"]
     patterns = [re.findall(r"matches\('([^']*)'\)", rule["rule"]) for rule in rules]
     assert patterns == [
         [model.TAG_OR_DIGEST_REF_PATTERN],
@@ -521,3 +545,31 @@ def test_the_release_name_follows_helms_rules(root: Schema, spec_schema: Schema)
     assert "size(self.metadata.name) <= 53" in rule["rule"]
     assert "has(self.spec.releaseName)" in rule["rule"]
     assert "metadata.name" in rule["message"]
+
+
+def test_the_http_repository_rules_use_the_models_patterns(spec_schema: Schema) -> None:
+    chart = spec_schema["properties"]["chart"]
+    properties = chart["properties"]
+    assert properties["repository"]["pattern"] == model.HTTP_REPOSITORY_PATTERN
+    assert properties["digest"]["pattern"] == model.ARCHIVE_DIGEST_PATTERN
+    [version_rule] = [
+        r for r in chart["x-kubernetes-validations"] if r.get("fieldPath") == ".version"
+    ]
+    assert re.findall(r"matches\('([^']*)'\)", version_rule["rule"]) == [
+        model.EXACT_VERSION_PATTERN
+    ]
+    for pattern in (model.HTTP_REPOSITORY_PATTERN, model.EXACT_VERSION_PATTERN):
+        assert "'" not in pattern  # it sits inside a CEL string literal
+    assert "\\" not in model.EXACT_VERSION_PATTERN  # no escapes there either
+
+
+def test_every_rule_names_the_fields_it_is_about(spec_schema: Schema) -> None:
+    for rule in spec_schema["properties"]["chart"]["x-kubernetes-validations"]:
+        assert "spec.chart" in rule["message"], rule["rule"]
+
+
+def test_an_http_repository_example_parses() -> None:
+    spec = parse(copy.deepcopy(HTTP_MINIMAL))
+    assert spec.chart.http is not None
+    assert spec.chart.http.digest == DIGEST
+    assert spec.chart.reference is None

@@ -560,7 +560,7 @@ def test_every_reason_and_type_fits_the_metav1_condition_schema() -> None:
     reason_pattern = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     reasons = [v for k, v in vars(Reason).items() if k.isupper()]
     types = [v for k, v in vars(ConditionType).items() if k.isupper()]
-    assert len(reasons) == 25
+    assert len(reasons) == 26
     assert len(types) == 8
     for reason in reasons:
         assert reason_pattern.fullmatch(reason), reason

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help="largest compressed chart archive accepted (uncompressed limit is 10x)",
     )
     run.add_argument(
+        "--max-index-size",
+        type=parse_size,
+        default="64Mi",
+        help="largest index.yaml of an HTTP chart repository accepted",
+    )
+    run.add_argument(
         "--takeover-managers",
         default="helm",
         help="comma-separated field managers whose fields rudder takes back on its objects",
@@ -367,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chart_cache_dir=Path(args.chart_cache_dir),
         chart_cache_size=args.chart_cache_size,
         max_chart_size=args.max_chart_size,
+        max_index_size=args.max_index_size,
         takeover_managers=tuple(filter(None, args.takeover_managers.split(","))),
         drift_managers=tuple(filter(None, args.drift_managers.split(","))),
         metrics_addr=args.metrics_addr,

@@ -87,6 +87,7 @@ async def run_operator(config: OperatorConfig) -> None:
         max_cache_bytes=config.chart_cache_size,
         max_compressed=config.max_chart_size,
         max_uncompressed=config.max_chart_uncompressed,
+        max_index_bytes=config.max_index_size,
     )
     reconciler = Reconciler(kube, discovery, charts, config)
     # Page views read events with a budget of their own, never the reconciles'.

@@ -18,6 +18,7 @@ class OperatorConfig:
     chart_cache_dir: Path = field(default_factory=lambda: Path("/var/cache/rudder/charts"))
     chart_cache_size: int = 1024**3
     max_chart_size: int = 10 * 1024**2
+    max_index_size: int = 64 * 1024**2  # an HTTP repository's index.yaml
     takeover_managers: tuple[str, ...] = ("helm",)
     drift_managers: tuple[str, ...] = ("kubectl", "kubectl-edit", "helm")
     metrics_addr: str = ":8080"

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Final
 
+from rudder.semver import VersionError, VersionRange
+
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -116,6 +118,21 @@ class ChartReference:
         return f"oci://{self.registry}/{self.repository}{tag}@{digest}"
 
 
+# The CRD's patterns for an HTTP repository chart (tests check the CRD holds these): an
+# http(s) URL without user info (credentials go in secretRef), and the archive's digest.
+HTTP_REPOSITORY_PATTERN: Final = r"^https?://[^/@\s?#]+(/[^\s]*)?$"
+ARCHIVE_DIGEST_PATTERN: Final = rf"^{_DIGEST}$"
+# A chart version exactly as semver 2 writes it, optionally with Helm's leading "v".
+EXACT_VERSION_PATTERN: Final = (  # no backslashes: it sits in a CEL string literal
+    r"^v?(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$"
+)
+# Fields of one chart form that make no sense with the other.
+_HTTP_ONLY: Final = ("name", "version", "digest")
+_HTTP_ONLY_FLAGS: Final = ("allowVersionRange", "passCredentials")
+_OCI_ONLY_FLAGS: Final = ("allowTag", "insecure")
+
+
 # --- sizes -------------------------------------------------------------------------------
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kMGT]B?|B)?\s*$")
@@ -169,16 +186,30 @@ VALUES_KINDS: Final = ("ConfigMap", "Secret")
 
 
 @dataclass(frozen=True)
+class HttpRepositoryChart:
+    """`spec.chart` naming a chart of a classic HTTP repository (index.yaml)."""
+
+    repository: str  # the repository URL; index.yaml lives beneath it
+    name: str
+    version: str  # exact, or a semver range with allow_version_range
+    digest: str | None = None  # sha256 of the .tgz; None only with allow_version_range
+    allow_version_range: bool = False
+    pass_credentials: bool = False  # credentials also to a chart URL on another host
+
+
+@dataclass(frozen=True)
 class ChartSpec:
-    """Where the chart comes from and how to trust it (`spec.chart`)."""
+    """Where the chart comes from and how to trust it (`spec.chart`): an OCI `ref`, or
+    an HTTP repository (`http`; then `ref` is empty and `reference` None)."""
 
     ref: str
-    reference: ChartReference
+    reference: ChartReference | None
     allow_tag: bool = False
     secret_ref: str | None = None  # Secret (kubernetes.io/dockerconfigjson) name
     cert_secret_ref: str | None = None  # Secret name holding ca.crt
     insecure: bool = False
     verify_cosign_secret: str | None = None  # Secret name holding cosign.pub
+    http: HttpRepositoryChart | None = None
 
 
 @dataclass(frozen=True)
@@ -489,6 +520,27 @@ def _json_type(value: object) -> str:
 
 
 def _chart(chart: _Fields) -> ChartSpec:
+    if chart.has("ref") and chart.has("repository"):
+        raise SpecError(
+            chart.path,
+            "set either ref (an OCI chart) or repository (an HTTP chart repository), not both",
+        )
+    if chart.has("repository"):
+        return _http_chart(chart)
+    if not chart.has("ref"):
+        raise SpecError(
+            chart.at("ref"), "is required (or spec.chart.repository for an HTTP chart repository)"
+        )
+    for key in _HTTP_ONLY:
+        if chart.has(key):
+            raise SpecError(
+                chart.at(key),
+                "belongs to an HTTP repository chart (spec.chart.repository); "
+                "spec.chart.ref names the chart itself",
+            )
+    for key in _HTTP_ONLY_FLAGS:
+        if chart.boolean(key):
+            raise SpecError(chart.at(key), "applies to spec.chart.repository charts only")
     ref = chart.required_string("ref")
     allow_tag = chart.boolean("allowTag")
     reference = ChartReference.parse(ref, field=chart.at("ref"))
@@ -507,6 +559,64 @@ def _chart(chart: _Fields) -> ChartSpec:
         cert_secret_ref=chart.child("certSecretRef").string("name"),
         insecure=chart.boolean("insecure"),
         verify_cosign_secret=cosign.child("publicKeySecretRef").string("name"),
+    )
+
+
+def _http_chart(chart: _Fields) -> ChartSpec:
+    repository = chart.required_string("repository")
+    if not re.fullmatch(HTTP_REPOSITORY_PATTERN, repository):
+        raise SpecError(
+            chart.at("repository"),
+            "must be an http:// or https:// URL without user info "
+            "(credentials go in spec.chart.secretRef)",
+        )
+    for key in _OCI_ONLY_FLAGS:
+        if chart.boolean(key):
+            raise SpecError(chart.at(key), "applies to OCI charts (spec.chart.ref) only")
+    if chart.has("verify"):
+        raise SpecError(chart.at("verify"), "cosign verification applies to OCI charts only")
+    name = chart.required_string("name")
+    version = chart.required_string("version")
+    allow_range = chart.boolean("allowVersionRange")
+    digest = chart.string("digest")
+    if digest is not None and not re.fullmatch(ARCHIVE_DIGEST_PATTERN, digest):
+        raise SpecError(chart.at("digest"), "must be sha256:<64 lowercase hex digits>")
+    if allow_range:
+        if digest is not None:
+            raise SpecError(
+                chart.at("digest"),
+                "cannot pin a version range; the range is resolved to a digest every interval",
+            )
+        try:
+            VersionRange.parse(version)
+        except VersionError as error:
+            raise SpecError(chart.at("version"), str(error)) from None
+    else:
+        if not re.fullmatch(EXACT_VERSION_PATTERN, version):
+            raise SpecError(
+                chart.at("version"),
+                f"{version!r} is not an exact version; "
+                "set spec.chart.allowVersionRange: true for a range",
+            )
+        if digest is None:
+            raise SpecError(
+                chart.at("digest"),
+                "is required unless spec.chart.allowVersionRange is true: the sha256 of the "
+                "chart's .tgz, as sha256:<64 hex digits>",
+            )
+    return ChartSpec(
+        ref="",
+        reference=None,
+        secret_ref=chart.child("secretRef").string("name"),
+        cert_secret_ref=chart.child("certSecretRef").string("name"),
+        http=HttpRepositoryChart(
+            repository=repository,
+            name=name,
+            version=version,
+            digest=digest,
+            allow_version_range=allow_range,
+            pass_credentials=chart.boolean("passCredentials"),
+        ),
     )
 
 
@@ -762,6 +872,7 @@ class Reason:
     REGISTRY_UNAVAILABLE: Final = "RegistryUnavailable"
     REGISTRY_AUTH_FAILED: Final = "RegistryAuthFailed"
     CHART_TOO_LARGE: Final = "ChartTooLarge"
+    VERSION_NOT_FOUND: Final = "VersionNotFound"
     VALUES_SOURCE_NOT_FOUND: Final = "ValuesSourceNotFound"
     RENDER_FAILED: Final = "RenderFailed"
     VALUES_INVALID: Final = "ValuesInvalid"

@@ -16,6 +16,8 @@ VERIFICATION_FAILED: Final = "VerificationFailed"
 REGISTRY_UNAVAILABLE: Final = "RegistryUnavailable"
 REGISTRY_AUTH_FAILED: Final = "RegistryAuthFailed"
 CHART_TOO_LARGE: Final = "ChartTooLarge"
+# An HTTP repository's index has the chart, but no version that is (or matches) spec's.
+VERSION_NOT_FOUND: Final = "VersionNotFound"
 # Not in the registry's hands: the archive itself is unsafe or not a chart.
 INVALID_CHART: Final = "InvalidChart"
 # The spec names a chart in a way rudder refuses (bad syntax, a tag without allowTag).

@@ -14,7 +14,7 @@ PULL_DURATION: Final = Histogram(
 )
 PULLED_BYTES: Final = Counter(
     "rudder_chart_pulled_bytes",
-    "Bytes received from OCI registries (manifests, blobs, signatures)",
+    "Bytes received from OCI registries and HTTP chart repositories",
 )
 CACHE_HITS: Final = Counter(
     "rudder_chart_cache_hits",
@@ -36,4 +36,9 @@ CACHE_CORRUPTIONS: Final = Counter(
 CACHE_SIZE: Final = Gauge(
     "rudder_chart_cache_size_bytes",
     "Bytes held by the on-disk chart cache",
+)
+INDEX_REQUESTS: Final = Counter(
+    "rudder_chart_index_requests",
+    "HTTP chart repository index requests, by result (changed, or not_modified: a 304)",
+    ["result"],
 )

@@ -128,7 +128,7 @@ class RegistryClient:
                 return None
             self._check_status(status)
             try:
-                body = _read_limited(response, max_bytes)
+                body = read_limited(response, max_bytes)
             except requests.exceptions.RequestException as error:
                 why = f"reading the response failed ({type(error).__name__})"
                 raise self._unavailable(why) from None
@@ -152,7 +152,7 @@ class RegistryClient:
                 url, method, headers=dict(headers), stream=True, params=params
             )
         except requests.exceptions.SSLError as error:
-            raise self._unavailable(f"TLS verification failed ({_ssl_reason(error)})") from None
+            raise self._unavailable(f"TLS verification failed ({ssl_reason(error)})") from None
         except requests.exceptions.Timeout:
             raise self._unavailable("the request timed out") from None
         except requests.exceptions.RequestException as error:
@@ -185,7 +185,7 @@ class RegistryClient:
         )
 
 
-def _read_limited(response: requests.Response, limit: int) -> bytes:
+def read_limited(response: requests.Response, limit: int) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
@@ -197,7 +197,7 @@ def _read_limited(response: requests.Response, limit: int) -> bytes:
     return bytes(body)
 
 
-def _ssl_reason(error: requests.exceptions.SSLError) -> str:
+def ssl_reason(error: requests.exceptions.SSLError) -> str:
     text = str(error)
     for marker in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "hostname mismatch"):
         if marker in text:

@@ -15,6 +15,10 @@ The cache is keyed by digest and shared by every HelmRelease. In tenant mode
 own credentials for the digest in the repository it names (one HEAD), remembered per
 (identity, registry, repository, digest, credentials) for `ACCESS_TTL`; otherwise a
 tenant without access to a private repository would get its charts by naming a digest.
+
+Charts of classic HTTP repositories (`request.http`) take the same path through
+`HttpRepositories`: the same disk cache keyed by the archive's digest, the same parse
+once per digest, and an access check of their own in tenant mode.
 """
 
 from __future__ import annotations
@@ -49,9 +53,12 @@ from rudder.chart.errors import (
     VERIFICATION_FAILED,
     ChartError,
 )
+from rudder.chart.http_repo import DEFAULT_MAX_INDEX_BYTES, INDEX_TTL, HttpChart, HttpRepositories
+from rudder.chart.http_transport import RepoCredentials, Transport
 from rudder.chart.oci import OciPuller, PulledChart
 from rudder.chart.reference import OciReference, parse_reference
 from rudder.chart.registry import Endpoint, RegistryClient
+from rudder.chart.repo_index import display_url
 from rudder.chart.signatures import verify_signed
 from rudder.chart.singleflight import SingleFlight
 
@@ -68,7 +75,10 @@ _AccessKey = tuple[str, str, str, str, str]
 
 @dataclass(frozen=True)
 class ChartRequest:
-    """What a HelmRelease's `spec.chart` asks for, with its Secrets' contents read."""
+    """What a HelmRelease's `spec.chart` asks for, with its Secrets' contents read.
+
+    An HTTP repository's chart has `http` set, `repo_credentials` for its secretRef, and
+    a `ref` that only names it in messages."""
 
     ref: str
     allow_tag: bool = False
@@ -80,10 +90,26 @@ class ChartRequest:
     # after the registry accepted this request's credentials for it.
     identity: str | None = None
     check_access: bool = False
+    http: HttpChart | None = None
+    repo_credentials: RepoCredentials | None = field(default=None, repr=False)
 
     def pinned(self, digest: str) -> ChartRequest:
         """The same request pinned to `digest` (what `resolve` returned)."""
         return replace(self, ref=str(parse_reference(self.ref).pinned(digest)))
+
+    @property
+    def digest(self) -> str | None:
+        """The digest the request pins, None while a tag or version range is unresolved."""
+        if self.http is not None:
+            return self.http.digest
+        return parse_reference(self.ref).digest
+
+    def status_fields(self, spec_ref: str) -> dict[str, str]:
+        """Where the chart came from, for status.chart: spec.chart.ref as written, or the
+        repository (without user info or query); the archive URL comes with the chart."""
+        if self.http is None:
+            return {"ref": spec_ref}
+        return {"repository": display_url(self.http.repository)}
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,7 @@ class LoadedChart:
     archive: bytes = field(repr=False)
     chart: Any = field(repr=False)  # helm_python.Chart, immutable and shared between threads
     metadata: ChartMetadata
+    url: str | None = None  # where an HTTP repository's archive came from, when known
 
 
 class ChartSource:
@@ -114,9 +141,20 @@ class ChartSource:
         timeout: float = 30.0,
         access_ttl: float = ACCESS_TTL,
         clock: Callable[[], float] = time.monotonic,
+        max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
+        index_ttl: float = INDEX_TTL,
     ) -> None:
         self.cache = BlobCache(Path(cache_dir), max_cache_bytes)
-        self._puller = OciPuller(self.cache, ArchiveLimits(max_compressed, max_uncompressed))
+        limits = ArchiveLimits(max_compressed, max_uncompressed)
+        self._puller = OciPuller(self.cache, limits)
+        self.http = HttpRepositories(
+            self.cache,
+            limits,
+            timeout=timeout,
+            max_index_bytes=max_index_bytes,
+            index_ttl=index_ttl,
+            clock=clock,
+        )
         self._ca_dir = Path(cache_dir) / "ca"
         self._timeout = timeout
         self._memory: OrderedDict[str, LoadedChart] = OrderedDict()
@@ -144,8 +182,22 @@ class ChartSource:
             self._grant(_access_key(request, ref, digest))
         return digest
 
+    async def pin(self, request: ChartRequest) -> ChartRequest:
+        """`request` pinned to what it installs now: a tag, or an HTTP repository's version
+        range, resolved (asking the registry or the index); a pinned request as it is."""
+        if request.http is not None:
+            if request.digest is not None:
+                return request
+            pinned = await self.http.pin(request.http, self._transport(request))
+            return replace(request, http=pinned)
+        if request.digest is not None:
+            return request
+        return request.pinned(await self.resolve(request))
+
     async def get(self, request: ChartRequest) -> LoadedChart:
         """The chart, verified by digest (and by cosign when a key is given), parsed once."""
+        if request.http is not None:
+            return await self._get_http(request)
         ref = self._reference(request)
         if ref.digest is None:
             ref = ref.pinned(await self.resolve(request))
@@ -169,6 +221,46 @@ class ChartSource:
             await self._check_access(request, ref, digest)
         if request.cosign_public_key_pem is not None:
             await self._verify(request, ref, digest)
+
+    async def _get_http(self, request: ChartRequest) -> LoadedChart:
+        transport = self._transport(request)
+        chart = (await self.pin(request)).http
+        assert chart is not None
+        assert chart.digest is not None
+        if request.check_access:
+            await self.http.check_access(chart, transport)
+        digest = chart.digest
+        loaded = self._remembered(digest)
+        if loaded is not None:
+            metrics.CACHE_HITS.labels(tier="memory").inc()
+        else:
+            loaded = await self._loads.run(
+                (digest, transport.key), lambda: self._load_http(chart, transport)
+            )
+        return replace(loaded, ref=request.ref, url=chart.url or self.http.url_of(digest))
+
+    async def _load_http(self, chart: HttpChart, transport: Transport) -> LoadedChart:
+        assert chart.digest is not None
+        started = time.monotonic()
+        try:
+            archive, downloaded = await self.http.archive(chart, transport)
+        except ChartError as error:
+            metrics.PULL_DURATION.labels(result=error.reason).observe(time.monotonic() - started)
+            raise
+        if downloaded:
+            metrics.CACHE_MISSES.inc()
+            metrics.PULL_DURATION.labels(result="success").observe(time.monotonic() - started)
+            log.info("downloaded %s (%d bytes)", chart.subject, downloaded)
+        else:
+            metrics.CACHE_HITS.labels(tier="disk").inc()
+        loaded = await asyncio.to_thread(_parse, chart.subject, chart.digest, archive)
+        self._remember(loaded)
+        return loaded
+
+    def _transport(self, request: ChartRequest) -> Transport:
+        assert request.http is not None
+        ca_bundle = self._ca_bundle(request.ref, request.ca_pem) if request.ca_pem else None
+        return Transport(request.repo_credentials, ca_bundle, transport_key(request))
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -230,7 +322,7 @@ class ChartSource:
             log.info("pulled %s (%d bytes)", ref, pulled.downloaded_bytes)
         else:
             metrics.CACHE_HITS.labels(tier="disk").inc()
-        loaded = await asyncio.to_thread(_parse, ref, pulled)
+        loaded = await asyncio.to_thread(_parse, str(ref), pulled.digest, pulled.archive)
         self._remember(loaded)
         return loaded
 
@@ -282,18 +374,18 @@ class ChartSource:
             registry=ref.registry,
             insecure=request.insecure,
             credentials=credentials,
-            ca_bundle=self._ca_bundle(ref, request.ca_pem) if request.ca_pem else None,
+            ca_bundle=self._ca_bundle(str(ref), request.ca_pem) if request.ca_pem else None,
         )
         return RegistryClient(endpoint, subject=str(ref), timeout=self._timeout)
 
-    def _ca_bundle(self, ref: OciReference, pem: bytes) -> Path:
+    def _ca_bundle(self, subject: str, pem: bytes) -> Path:
         """The CA certificates as a file (what requests wants), named by their content."""
         try:
             x509.load_pem_x509_certificates(pem)
         except ValueError:
             raise ChartError(
                 REGISTRY_UNAVAILABLE,
-                f"{ref}: ca.crt of spec.chart.certSecretRef is not a PEM certificate",
+                f"{subject}: ca.crt of spec.chart.certSecretRef is not a PEM certificate",
             ) from None
         path = self._ca_dir / f"{hashlib.sha256(pem).hexdigest()}.pem"
         if not path.exists():
@@ -305,16 +397,16 @@ class ChartSource:
         return path
 
 
-def _parse(ref: OciReference, pulled: PulledChart) -> LoadedChart:
+def _parse(subject: str, digest: str, archive: bytes) -> LoadedChart:
     try:
-        chart = helm_python.Chart.load_archive(pulled.archive)
+        chart = helm_python.Chart.load_archive(archive)
         metadata = chart.metadata
     except helm_python.HelmError as error:
-        raise ChartError(INVALID_CHART, f"{ref}: Helm cannot load the chart: {error}") from None
+        raise ChartError(INVALID_CHART, f"{subject}: Helm cannot load the chart: {error}") from None
     return LoadedChart(
-        ref=str(ref),
-        digest=pulled.digest,
-        archive=pulled.archive,
+        ref=subject,
+        digest=digest,
+        archive=archive,
         chart=chart,
         metadata=ChartMetadata(
             name=str(metadata.get("name") or ""),
@@ -331,9 +423,14 @@ def _access_key(request: ChartRequest, ref: OciReference, digest: str) -> _Acces
 def transport_key(request: ChartRequest) -> str:
     """Requests that reach the registry the same way (same credentials, CA, scheme) may
     share one download; others must not ride on a download made with other credentials."""
+    credentials = request.repo_credentials or RepoCredentials()
     parts = (
         b"insecure" if request.insecure else b"tls",
         request.docker_config_json or b"",
         request.ca_pem or b"",
+        b"\0".join(
+            value.encode()
+            for value in (credentials.username, credentials.password, credentials.token)
+        ),
     )
     return hashlib.sha256(b"\0".join(hashlib.sha256(part).digest() for part in parts)).hexdigest()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-from rudder.chart.errors import ChartError
+from rudder.chart.errors import REGISTRY_AUTH_FAILED, ChartError
+from rudder.chart.http_repo import HttpChart
+from rudder.chart.http_transport import RepoCredentials
 from rudder.chart.source import ChartRequest, ChartSource
 from rudder.config import OperatorConfig
 from rudder.kube.client import KubeClient
@@ -226,10 +228,11 @@ class Observer:
         waiting = await self._dependencies(target, spec)
         if waiting is not None:
             return dataclasses.replace(base, blocked=waiting)
-        request = await self._chart_request(target, spec, clients)
-        digest = spec.chart.reference.digest
-        if digest is None:  # allowTag: re-resolved every interval
-            digest = await self.charts.resolve(request)
+        # A tag (allowTag) or a version range (allowVersionRange) is resolved again on
+        # every reconcile; the digest it gives is what is installed and compared.
+        request = await self.charts.pin(await self._chart_request(target, spec, clients))
+        digest = request.digest
+        assert digest is not None
         values = await compose_values(clients.kube, target.namespace, spec.values_from, spec.values)
         # The digest the release is stamped with covers the post-renderers too.
         values = dataclasses.replace(values, digest=inputs_digest(values.digest, spec))
@@ -238,7 +241,7 @@ class Observer:
                 base,
                 desired=Desired(target.owner, digest, values.digest),
                 values=values,
-                chart_request=request if spec.chart.reference.digest else request.pinned(digest),
+                chart_request=request,
                 plugin_requests=await self._plugin_requests(target, spec, clients),
             )
         )
@@ -265,6 +268,8 @@ class Observer:
         self, target: Target, spec: HelmReleaseSpec, clients: ReleaseClients
     ) -> ChartRequest:
         chart = spec.chart
+        if chart.http is not None:
+            return await self._http_chart_request(target, spec, clients)
         return await self._artifact_request(
             target,
             spec,
@@ -275,6 +280,44 @@ class Observer:
             secret_ref=chart.secret_ref,
             cert_secret_ref=chart.cert_secret_ref,
             cosign_secret=chart.verify_cosign_secret,
+        )
+
+    async def _http_chart_request(
+        self, target: Target, spec: HelmReleaseSpec, clients: ReleaseClients
+    ) -> ChartRequest:
+        """An HTTP repository's chart; secretRef holds username and password, or token."""
+        chart = spec.chart.http
+        assert chart is not None
+        auth = await _secret_data(clients, target.namespace, spec.chart.secret_ref)
+        ca = await _secret_data(clients, target.namespace, spec.chart.cert_secret_ref)
+        credentials = None
+        if auth:
+            credentials = RepoCredentials(
+                username=auth.get("username", b"").decode(errors="replace"),
+                password=auth.get("password", b"").decode(errors="replace"),
+                token=auth.get("token", b"").decode(errors="replace").strip(),
+            )
+            if not credentials.token and not credentials.username:
+                raise ChartError(
+                    REGISTRY_AUTH_FAILED,
+                    f"Secret {spec.chart.secret_ref} (spec.chart.secretRef) has neither "
+                    "username and password nor token",
+                )
+        http = HttpChart(
+            repository=chart.repository,
+            name=chart.name,
+            version=chart.version,
+            digest=chart.digest,
+            allow_range=chart.allow_version_range,
+            pass_credentials=chart.pass_credentials,
+        )
+        return ChartRequest(
+            ref=http.subject,
+            ca_pem=ca.get("ca.crt"),
+            identity=spec.service_account_user,
+            check_access=bool(self.config.default_service_account),
+            http=http,
+            repo_credentials=credentials,
         )
 
     async def _plugin_requests(
@@ -318,13 +361,7 @@ class Observer:
         """A pull of a chart or plugin, its Secrets read as the release's identity."""
 
         async def secret_key(name: str | None, key: str) -> bytes | None:
-            if not name:
-                return None
-            secret = await clients.kube.get_or_none(
-                f"/api/v1/namespaces/{target.namespace}/secrets/{name}"
-            )
-            value = ((secret or {}).get("data") or {}).get(key)
-            return base64.b64decode(value) if value else None
+            return (await _secret_data(clients, target.namespace, name)).get(key)
 
         return ChartRequest(
             ref=ref,
@@ -383,6 +420,18 @@ class Observer:
             for dep in ((body or {}).get("spec") or {}).get("dependsOn") or []:
                 frontier.append(Owner(dep.get("namespace") or node.namespace, dep.get("name", "")))
         return False
+
+
+async def _secret_data(
+    clients: ReleaseClients, namespace: str, name: str | None
+) -> dict[str, bytes]:
+    """The decoded data of Secret `name` (none named, or missing: empty), read as the
+    release's identity."""
+    if not name:
+        return {}
+    secret = await clients.kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items() if value}
 
 
 async def with_history(observed: Observed) -> Observed:

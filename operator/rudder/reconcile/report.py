@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rudder.chart.repo_index import display_url
 from rudder.chart.source import LoadedChart
 from rudder.observe.statuspage import short_digest
 from rudder.reconcile.identity import Identity
@@ -28,12 +29,14 @@ def history_entry(record: Record) -> dict[str, object]:
     return entry
 
 
-def report_chart(draft: StatusDraft, ref: str, chart: LoadedChart) -> None:
+def report_chart(draft: StatusDraft, source: dict[str, str], chart: LoadedChart) -> None:
+    """`source`: where the chart came from (ref, or repository and url)."""
     meta = chart.metadata
     draft.set(
         "chart",
         {
-            "ref": ref,
+            **source,
+            **({"url": display_url(chart.url)} if chart.url else {}),
             "digest": chart.digest,
             "name": meta.name,
             "version": meta.version,

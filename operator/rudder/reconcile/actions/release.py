@@ -50,7 +50,8 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         chart, request = await prepare_request(services, ctx, kind)
     except (ChartError, PostRenderError) as error:
         return await report_failure(services, ctx, kind, error, time.monotonic())
-    report_chart(draft, spec.chart.ref, chart)
+    assert observed.chart_request is not None
+    report_chart(draft, observed.chart_request.status_fields(spec.chart.ref), chart)
     settings = spec.install if kind is INSTALL else spec.upgrade
     if settings.preview or settings.approval == "manual":
         held = await _preview_gate(services, ctx, kind, request, settings.approval == "manual")
