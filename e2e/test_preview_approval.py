@@ -266,4 +266,4 @@ def test_rudder_diff_needs_no_operator(cluster: Cluster, chart_ref: str, tmp_pat
     )
     failed = rudder_cli(cluster, "diff", "-f", str(missing_chart))
     assert failed.returncode == 2, failed.stdout + failed.stderr
-    assert "ChartNotFound" in failed.stdout
+    assert "ChartNotFound" in failed.stderr

@@ -165,16 +165,57 @@ def test_the_digest_follows_inputs_revision_and_live_state() -> None:
     assert preview(objects=other_live).digest != base.digest
 
 
-def test_a_changed_secret_value_changes_the_digest_though_its_text_does_not() -> None:
+def test_a_changed_live_secret_value_changes_the_digest_though_its_text_does_not() -> None:
     ref = ObjectRef("v1", "Secret", "app", "s")
     one = preview(
         objects=(ObjectChange(ref, CHANGED, secret({"k": "YQ=="}), secret({"k": "Yg=="})),)
     )
     two = preview(
-        objects=(ObjectChange(ref, CHANGED, secret({"k": "YQ=="}), secret({"k": "Yw=="})),)
+        objects=(ObjectChange(ref, CHANGED, secret({"k": "Yw=="}), secret({"k": "Yg=="})),)
     )
     assert one.digest != two.digest
     assert unified(one.objects[0]) == unified(two.objects[0])
+
+
+def test_random_rendering_keeps_the_digest_but_the_spec_generation_does_not() -> None:
+    """A chart that renders random values (randAlphaNum) must stay approvable."""
+    ref = ObjectRef("v1", "ConfigMap", "app", "c")
+    one = preview(objects=(ObjectChange(ref, CHANGED, {"a": 1}, {"a": "x8Fq"}),))
+    two = preview(objects=(ObjectChange(ref, CHANGED, {"a": 1}, {"a": "Zk3p"}),))
+    assert one.digest == two.digest
+    assert preview(generation=2).digest != preview(generation=3).digest
+
+
+def test_secret_values_are_redacted_however_the_dump_would_write_them() -> None:
+    pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----\n"
+    long = "correct horse battery staple " * 5
+    accented = "pässwört\tzwei"
+    secrets = (pem, long, accented)
+
+    def redact(text: str) -> str:
+        for value in secrets:
+            text = text.replace(value, "[redacted]")
+        return text
+
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    item = ObjectChange(
+        ObjectRef("v1", "ConfigMap", "app", "c"),
+        ADDED,
+        after={**config, "data": {"key.pem": pem, "phrase": long, "word": accented}},
+    )
+    text = unified(item, redact)
+    for fragment in ("MIIEvQIBADAN", "battery staple", "pässw", "p\\xE4ssw", "zwei"):
+        assert fragment not in text, fragment
+    assert text.count("[redacted]") == 3
+
+
+def test_an_object_rudder_owns_nothing_of_shows_nothing_not_everything() -> None:
+    live = deployment(2, "web:1", fields=[managed(CHART_FIELDS, "helm")])
+    assert on_rudder_fields(live, None, MANAGER) == ({}, None)
+    # Fields a manager hands over to rudder (after a helm CLI revision) count as rudder's.
+    before, _ = on_rudder_fields(live, None, MANAGER, handed_over=("helm",))
+    assert before["spec"]["replicas"] == 2
+    assert "status" not in before
 
 
 def test_summary_and_status() -> None:

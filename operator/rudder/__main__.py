@@ -154,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run.add_argument(
+        "--no-page-previews",
+        action="store_true",
+        help="do not serve /releases/<ns>/<name>/preview on the status page (it shows the "
+        "contents of rendered objects, Secret data masked, to whoever reaches the port)",
+    )
+    run.add_argument(
         "--allow-kubeconfig-exec",
         action="store_true",
         help="let spec.kubeConfig kubeconfigs use exec credential plugins and auth providers "
@@ -250,6 +256,7 @@ async def _preview_command(
     args: argparse.Namespace, kube: KubeClient, target: KubeTarget, namespace: str
 ) -> int:
     from rudder.cli import preview
+    from rudder.kube.client import TRANSPORT_ERRORS, ApiError
 
     merged = None if target.config is None else {**target.config, "current-context": target.context}
     module = os.environ.get("RUDDER_KUSTOMIZE_MODULE", DEFAULT_KUSTOMIZE_MODULE)
@@ -258,9 +265,17 @@ async def _preview_command(
     )
     colour = preview.wants_colour(sys.stdout, args.color)
     if args.command == "approve":
-        return await preview.approve(
-            kube, settings, namespace, args.name, yes=args.yes, colour=colour
-        )
+        try:
+            return await preview.approve(
+                kube, settings, namespace, args.name, yes=args.yes, colour=colour
+            )
+        except ApiError:
+            raise  # said the usual way by the caller
+        except TRANSPORT_ERRORS:
+            raise
+        except Exception as error:
+            print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
     if (args.name is None) == (args.filename is None):
         print("error: give a HelmRelease name or -f FILE", file=sys.stderr)
         return preview.ERROR
@@ -395,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         post_renderer_deny_namespaces=_list(args.post_renderer_deny_namespaces),
         max_plugin_size=args.max_plugin_size,
         allow_kubeconfig_exec=args.allow_kubeconfig_exec,
+        page_previews=not args.no_page_previews,
     )
     from rudder.app import run_operator
 

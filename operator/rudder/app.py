@@ -32,9 +32,9 @@ class PageSource:
     """The status pages' data: HelmReleases as the watch last delivered them (no API call),
     and one HelmRelease's recent events (one list call, on its own page only)."""
 
-    def __init__(self, kube: KubeClient, reconciler: Reconciler) -> None:
+    def __init__(self, kube: KubeClient, previewer: Reconciler) -> None:
         self.kube = kube
-        self.reconciler = reconciler
+        self.previewer = previewer  # on the pages' own rate limit, never the reconciles'
         self.manager: Manager | None = None
 
     async def preview(self, namespace: str, name: str) -> PreviewView | None:
@@ -51,7 +51,7 @@ class PageSource:
         if body is None:
             return None
         try:
-            result = await self.reconciler.preview(body)
+            result = await self.previewer.preview(body)
         except (ApiError, OSError, aiohttp.ClientError) as error:
             return PreviewView(namespace, name, message=f"could not compute the preview: {error}")
         return result.view(namespace, name)
@@ -91,7 +91,8 @@ async def run_operator(config: OperatorConfig) -> None:
     )
     reconciler = Reconciler(kube, discovery, charts, config)
     # Page views read events with a budget of their own, never the reconciles'.
-    page = PageSource(kube.with_own_limit(PAGE_QPS, PAGE_BURST), reconciler)
+    pages = kube.with_own_limit(PAGE_QPS, PAGE_BURST)
+    page = PageSource(pages, Reconciler(pages, discovery, charts, config))
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency)
@@ -118,7 +119,8 @@ async def run_operator(config: OperatorConfig) -> None:
         # leader-elected Deployment waits for new pods, which start as standbys.
         return page.manager is not None or (elector is not None and not elector.leading)
 
-    http = await server.start(config.metrics_addr, page, ready, previews=page)
+    previews = page if config.page_previews else None
+    http = await server.start(config.metrics_addr, page, ready, previews=previews)
     api_changes = asyncio.create_task(invalidate_on_changes(discovery, kube))
     # It only ends when cancelled; if a bug ever ends it, stale Capabilities must not be silent.
     api_changes.add_done_callback(log_unexpected_end)
@@ -147,5 +149,6 @@ async def run_operator(config: OperatorConfig) -> None:
         api_changes.cancel()
         await reconciler.sources.stop()
         await reconciler.clusters.close()
+        await page.previewer.clusters.close()
         await http.stop()
         await kube.close()

@@ -42,6 +42,8 @@ class OperatorConfig:
     max_plugin_size: int = 64 * 1024**2
     # spec.kubeConfig: let kubeconfigs run exec credential plugins / auth providers.
     allow_kubeconfig_exec: bool = False
+    # The status page computes previews (rendered objects' contents) for whoever reaches it.
+    page_previews: bool = True
 
     @property
     def max_chart_uncompressed(self) -> int:

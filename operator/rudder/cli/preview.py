@@ -68,9 +68,16 @@ async def diff(
     meta = body["metadata"]
     where = f"{meta['namespace']}/{meta['name']}"
     if isinstance(result, NoPreview):
-        out.write(f"{where}: nothing to preview ({result.action}): {result.message}\n")
-        return NO_DIFFERENCES if result.action in QUIET_ACTIONS else ERROR
+        quiet = result.action in QUIET_ACTIONS
+        print(
+            f"{where}: nothing to preview ({result.action}): {result.message}",
+            file=out if quiet else sys.stderr,
+        )
+        return NO_DIFFERENCES if quiet else ERROR
     show(result, where, out, colour=colour)
+    if result.refused:  # the action would fail: a CI job must not pass it
+        print(f"error: the API server refuses {len(result.refused)} object(s)", file=sys.stderr)
+        return ERROR
     return DIFFERENCES if result.differs else NO_DIFFERENCES
 
 
@@ -178,8 +185,17 @@ async def _helmrelease(
         # Not created yet: as the API server would store it (generation 1, no status).
         return {**given, "metadata": {**meta, "generation": 1}}
     # The HelmRelease as it would be once this file is applied: the file's spec, the live
-    # object's identity and status (its release, its revisions, its attempts).
-    return {**live, "spec": given.get("spec") or {}}
+    # object's identity and status (its release, its revisions, its attempts) — and a new
+    # generation when the spec differs, as the API server would give it.
+    spec = given.get("spec") or {}
+    if spec == live.get("spec"):
+        return live
+    meta = live.get("metadata") or {}
+    return {
+        **live,
+        "spec": spec,
+        "metadata": {**meta, "generation": int(meta.get("generation") or 0) + 1},
+    }
 
 
 def read_helmrelease(file: str, namespace: str) -> dict[str, Any]:

@@ -145,7 +145,13 @@ def make_app(
     async def preview_page(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if previews is None:
-            return web.Response(status=404, text="previews are not served here\n")
+            return web.Response(status=404, text="previews are not served (--no-page-previews)\n")
+        if one_preview.locked():  # no queue of expensive work behind a refreshing tab
+            return web.Response(
+                status=429,
+                text="a preview is being computed; try again in a few seconds\n",
+                headers={"Retry-After": "5"},
+            )
         async with one_preview:
             try:
                 view = await asyncio.wait_for(previews.preview(namespace, name), preview_timeout)

@@ -16,6 +16,7 @@ from rudder.kube.discovery import UnknownKind
 from rudder.kube.ssa import STAGE_PARALLELISM, Applier, ObjectRef, parse_conflicts
 from rudder.reconcile.deploy import Deployer, DeployRequest
 from rudder.reconcile.deploy_failure import TRANSIENT_CODES
+from rudder.reconcile.hook_events import TEST
 from rudder.reconcile.identity import ReleaseClients
 from rudder.reconcile.plan import Planned, manifest_identities, owned_by_release
 from rudder.reconcile.preview_diff import (
@@ -33,8 +34,15 @@ from rudder.release.codec import Hook
 
 
 async def compute_preview(
-    deployer: Deployer, request: DeployRequest, clients: ReleaseClients
+    deployer: Deployer,
+    request: DeployRequest,
+    clients: ReleaseClients,
+    *,
+    generation: int,
+    tests: bool = False,
 ) -> Preview:
+    """`generation`: the HelmRelease's (part of the digest); `tests`: list the test hooks
+    that run after the action too."""
     applier = clients.applier
     revision, content, plan = await deployer.prepare(request, clients)
     previous = history.latest(request.records)
@@ -45,16 +53,25 @@ async def compute_preview(
     )
     limit = asyncio.Semaphore(STAGE_PARALLELISM)
 
+    # Objects in a namespace the release creates cannot be dry-run before it exists.
+    creates = {p.ref.name for p in plan.stage_one if p.ref.kind == "Namespace"}
+
     async def one(item: Planned) -> ObjectChange:
         async with limit:
-            return await _object_change(applier, request, item, item.ref.identity() in known)
+            in_release = item.ref.identity() in known
+            return await _object_change(applier, request, item, in_release, creates)
 
-    sent = [p for p in plan.planned + plan.deferred if not p.unchanged]
+    sent = [
+        p
+        for p in plan.planned + plan.deferred
+        if not p.unchanged or (p.ref.kind == "Namespace" and request.create_namespace)
+    ]
     changes = list(await asyncio.gather(*(one(p) for p in sent)))
     for ref, obj in await prunable(applier, request.place, request.records, plan.planned):
         live = await applier.get(ref)
         if live is not None:
-            before, _ = on_rudder_fields(live, None, applier.field_manager)
+            before, _ = on_rudder_fields(live, None, applier.field_manager, request.take_over_from)
+            # Nothing of rudder's on it (a helm CLI revision's): as the release stored it.
             changes.append(ObjectChange(ref, REMOVED, before=before or obj))
     return Preview(
         action=request.kind.verb,
@@ -62,14 +79,19 @@ async def compute_preview(
         chart_digest=request.stamp.chart_digest,
         values_digest=request.stamp.values_digest,
         objects=tuple(changes),
-        hooks=_hooks(content.hooks, request),
+        hooks=_hooks(content.hooks, request, tests=tests),
         forced=request.force_conflicts,
+        generation=generation,
         redact=request.redact,
     )
 
 
 async def _object_change(
-    applier: Applier, request: DeployRequest, item: Planned, in_release: bool
+    applier: Applier,
+    request: DeployRequest,
+    item: Planned,
+    in_release: bool,
+    creates: set[str],
 ) -> ObjectChange:
     ref, obj = item.ref, item.obj
     try:
@@ -98,13 +120,14 @@ async def _object_change(
         if refused.code in TRANSIENT_CODES:
             raise  # the server's trouble: no preview this time
         # 404 for an object in a namespace the release creates: shown as rendered.
-        if not (refused.code == 404 and live is None):
+        if not (refused.code == 404 and live is None and item.ref.namespace in creates):
             error = error or request.redact(refused.message or refused.reason or str(refused))
+    manager, handed = applier.field_manager, request.take_over_from
     if answer is None:
-        before, after = on_rudder_fields(live, None, applier.field_manager)
-        after = obj
+        before, _ = on_rudder_fields(live, None, manager, handed)
+        after = obj  # not dry-run: as rendered
     else:
-        before, after = on_rudder_fields(live, answer, applier.field_manager)
+        before, after = on_rudder_fields(live, answer, manager, handed)
     if live is None:
         change = ADDED
     elif before != after:
@@ -133,10 +156,10 @@ async def _dry_run(
     return await applier.apply(obj, dry_run=True, force=True), conflicts
 
 
-def _hooks(hooks: Sequence[Hook], request: DeployRequest) -> tuple[str, ...]:
-    if request.disable_hooks:
-        return ()
-    events = request.kind.hook_events
+def _hooks(hooks: Sequence[Hook], request: DeployRequest, *, tests: bool) -> tuple[str, ...]:
+    events: tuple[str, ...] = () if request.disable_hooks else request.kind.hook_events
+    if tests:
+        events += (TEST,)
     return tuple(
         f"{hook.kind}/{hook.name} ({', '.join(e for e in hook.events if e in events)})"
         for hook in hooks

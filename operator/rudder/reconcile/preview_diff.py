@@ -56,6 +56,7 @@ class Preview:
     objects: tuple[ObjectChange, ...]
     hooks: tuple[str, ...] = ()  # "Kind/name (events)" of the hooks the action runs
     forced: bool = False  # conflicts would be taken over (forceConflicts)
+    generation: int = 0  # of the HelmRelease: how the action runs (timeouts, waits...)
     # Scrubs values that came from Secrets out of the diff texts.
     redact: Callable[[str], str] = field(default=str, compare=False, repr=False)
     digest: str = field(default="", init=False)
@@ -151,17 +152,21 @@ class NoPreview:
 
 
 def preview_digest(preview: Preview) -> str:
-    """Changes whenever the action would do something else: other inputs, another revision,
-    another live state of the objects it touches. Secret data is hashed, never shown."""
+    """Changes whenever the action would do something else: other inputs (chart, values, the
+    spec's generation), another revision, another live state of the objects it touches (on
+    rudder's fields). The rendered side is left out: it follows from the inputs, and a chart
+    that renders random values (randAlphaNum, genCA) would otherwise never keep a digest
+    long enough to be approved."""
     body = {
         "action": preview.action,
         "revision": preview.revision,
+        "generation": preview.generation,
         "chart": preview.chart_digest,
         "values": preview.values_digest,
         "hooks": list(preview.hooks),
         "forced": preview.forced,
         "objects": [
-            [item.identity, item.change, item.before, item.after, item.conflicts, item.error]
+            [item.identity, item.change, item.before, item.conflicts, item.error]
             for item in preview.objects
         ],
     }
@@ -172,11 +177,11 @@ def preview_digest(preview: Preview) -> str:
 # -- rudder's fields -------------------------------------------------------------------------
 
 
-def owned_fields(obj: JSON | None, manager: str) -> JSON:
-    """The fieldsV1 set `manager` owns on `obj` through apply."""
+def owned_fields(obj: JSON | None, manager: str, operation: str | None = "Apply") -> JSON:
+    """The fieldsV1 set `manager` owns on `obj` (through `operation`; None: any)."""
     fields: JSON = {}
     for entry in ((obj or {}).get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+        if entry.get("manager") == manager and operation in (None, entry.get("operation")):
             fields = merge_field_sets(fields, entry.get("fieldsV1") or {})
     return fields
 
@@ -221,9 +226,17 @@ def _matches(item: JSON, key: Any) -> bool:
     return isinstance(key, dict) and all(item.get(name) == value for name, value in key.items())
 
 
-def on_rudder_fields(live: JSON | None, answer: JSON | None, manager: str) -> tuple[Any, Any]:
-    """(before, after) on the union of what rudder owns in each."""
+def on_rudder_fields(
+    live: JSON | None, answer: JSON | None, manager: str, handed_over: Sequence[str] = ()
+) -> tuple[Any, Any]:
+    """(before, after) on the union of what rudder owns in each — plus, after a revision
+    written outside rudder, what the managers that hand their fields to rudder own (the
+    action takes those first, so a field only they set goes away). Nothing owned: {}."""
     fields = merge_field_sets(owned_fields(live, manager), owned_fields(answer, manager))
+    for other in handed_over:
+        fields = merge_field_sets(fields, owned_fields(live, other, operation=None))
+    if not fields:
+        return ({} if live is not None else None), ({} if answer is not None else None)
     if "f:stringData" in fields:
         # The API server stores a Secret's stringData in data: that is where it changes.
         fields = merge_field_sets(fields, {"f:data": fields["f:stringData"]})
@@ -264,7 +277,9 @@ def unified(item: ObjectChange, redact: Callable[[str], str] = str, context: int
     name = f"{item.ref.kind}/{item.ref.namespace + '/' if item.ref.namespace else ''}"
     name += item.ref.name
     shown_before, shown_after = hide_secret_data(item.ref, item.before, item.after)
-    before, after = _yaml(shown_before), _yaml(shown_after)
+    # Values are redacted one by one before dumping: the dump may fold, wrap or escape a
+    # value (a PEM key, a long or non-ASCII string) so that the text no longer contains it.
+    before, after = _yaml(_redacted(shown_before, redact)), _yaml(_redacted(shown_after, redact))
     lines = difflib.unified_diff(
         before.splitlines(keepends=True),
         after.splitlines(keepends=True),
@@ -275,11 +290,19 @@ def unified(item: ObjectChange, redact: Callable[[str], str] = str, context: int
     return redact("".join(lines))
 
 
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    return value
+
+
 def _yaml(obj: JSON | None) -> str:
     if obj is None:
         return ""
-    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=100)
-
-
-def conflict_texts(conflicts: Sequence[Any]) -> tuple[str, ...]:
-    return tuple(f"{c.field} owned by {c.manager}" for c in conflicts)
+    return yaml.safe_dump(
+        obj, sort_keys=True, default_flow_style=False, width=10**9, allow_unicode=True
+    )

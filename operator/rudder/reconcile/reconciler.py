@@ -186,7 +186,13 @@ class Reconciler:
         ctx = Context(target, draft, Run(), observed, decision, _no_write)
         try:
             _, request = await prepare_request(self.services, ctx, action_kind(ctx))
-            return await compute_preview(self.services.deployer, request, ctx.clients)
+            return await compute_preview(
+                self.services.deployer,
+                request,
+                ctx.clients,
+                generation=target.generation,
+                tests=ctx.spec.test.enable,
+            )
         except REPORTED as error:
             failure = classify(error, ctx.redact)
             return NoPreview("failed", f"{failure.reason}: {failure.message}")

@@ -41,6 +41,7 @@ from rudder.release.store import RevisionExists, Stamp
 log = logging.getLogger(__name__)
 
 APPROVAL_PENDING = "ApprovalPending"
+SPENT_APPROVAL = "lastApprovedDigest"  # status: an approval is used once
 
 
 async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
@@ -53,8 +54,9 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
     assert observed.chart_request is not None
     report_chart(draft, observed.chart_request.status_fields(spec.chart.ref), chart)
     settings = spec.install if kind is INSTALL else spec.upgrade
-    if settings.preview or settings.approval == "manual":
-        held = await _preview_gate(services, ctx, kind, request, settings.approval == "manual")
+    manual = needs_approval(ctx, kind)
+    if settings.preview or manual:
+        held = await _preview_gate(services, ctx, kind, request, manual)
         if held is not None:
             return held
     else:
@@ -91,7 +93,13 @@ async def _preview_gate(
     unless the approved digest is the digest of this fresh preview."""
     started = time.monotonic()
     try:
-        preview = await compute_preview(services.deployer, request, ctx.clients)
+        preview = await compute_preview(
+            services.deployer,
+            request,
+            ctx.clients,
+            generation=ctx.target.generation,
+            tests=ctx.spec.test.enable,
+        )
     except REPORTED as error:
         return await report_failure(services, ctx, kind, error, started)
     draft, target = ctx.draft, ctx.target
@@ -99,20 +107,25 @@ async def _preview_gate(
     computed_at = shown.get("computedAt") if shown.get("digest") == preview.digest else None
     draft.set("preview", preview.as_status(computed_at or now().isoformat().replace("+00:00", "Z")))
     approved = target.approved
-    if not manual or approved == preview.digest:
-        if manual:
-            message = f"approved preview {preview.digest}: {preview.summary()}"
-            await services.events.normal(target.body, "Approved", message)
+    if not manual:
+        return None
+    if approved == preview.digest and approved != draft.fields.get(SPENT_APPROVAL):
+        # Spent by this action whatever its outcome (its retries need no new approval).
+        draft.set(SPENT_APPROVAL, approved)
+        message = f"approved preview {preview.digest}: {preview.summary()}"
+        await services.events.normal(target.body, "Approved", message)
         return None
     message = (
         f"{kind.verb} of {ctx.spec.release_name} to revision {preview.revision} waits for "
         f"approval ({preview.summary()}); approve with `rudder approve -n {target.namespace} "
         f"{target.name}` (annotation {APPROVE_ANNOTATION}={preview.digest})"
     )
-    if approved:
+    if approved and approved == draft.fields.get(SPENT_APPROVAL):
+        message = f"the approval of {approved} was used by an earlier action; {message}"
+    elif approved:
         message = (
             f"the approval of {approved} does not match the current preview (the chart, the "
-            f"values or the live objects changed since, or it was spent); {message}"
+            f"values, the spec or the live objects changed since); {message}"
         )
     ready = draft.get("Ready")
     if ready is None or ready.reason != APPROVAL_PENDING or ready.message != message:
@@ -121,6 +134,21 @@ async def _preview_gate(
     draft.drop("Reconciling")
     draft.drop("Stalled")
     return Outcome(requeue_after=ctx.spec.interval)
+
+
+def needs_approval(ctx: Context, kind: ActionKind) -> bool:
+    """Manual approval applies to this action: not to a retry of inputs whose action already
+    ran (approved then; remediation is never gated either). A release that was installed
+    before — uninstalled since, by remediation or by hand — is installed again under the
+    upgrade's rule, not as a first install."""
+    spec, attempts = ctx.spec, ctx.observed.attempts
+    if kind is UPGRADE:
+        return spec.upgrade.approval == "manual" and attempts.upgrade_failures == 0
+    installed_before = bool(ctx.draft.fields.get("release"))
+    manual = spec.install.approval == "manual" or (
+        installed_before and spec.upgrade.approval == "manual"
+    )
+    return manual and attempts.install_failures == 0
 
 
 def action_kind(ctx: Context) -> ActionKind:
