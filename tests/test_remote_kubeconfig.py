@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rudder.reconcile.clusters import KubeConfigError, parse_kubeconfig
+from rudder.reconcile.clusters import KubeConfigError, display_server, parse_kubeconfig
 
 
 def kubeconfig(user: dict[str, Any], cluster: dict[str, Any] | None = None) -> bytes:
@@ -49,6 +49,7 @@ def test_only_the_current_context_is_kept() -> None:
         ),
         ({"exec": {"command": "/bin/sh"}}, None, "--allow-kubeconfig-exec"),
         ({"auth-provider": {"name": "oidc"}}, None, "auth-provider"),
+        ({"token": "t", "as": "system:admin"}, None, "serviceAccountName"),
         ({"token": "t"}, {"certificate-authority-data": "Q0E="}, "no cluster with a server"),
     ],
 )
@@ -71,3 +72,9 @@ def test_garbage_is_refused_without_echoing_it() -> None:
         with pytest.raises(KubeConfigError) as refused:
             parse_kubeconfig(data, allow_exec=False)
         assert "not: yaml" not in refused.value.message
+
+
+def test_a_server_is_shown_without_user_info() -> None:
+    assert (
+        display_server("https://me:pw@far.example:6443/k8s?x=1") == "https://far.example:6443/k8s"
+    )

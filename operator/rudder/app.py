@@ -54,6 +54,9 @@ class PageSource:
             result = await self.previewer.preview(body)
         except (ApiError, OSError, aiohttp.ClientError) as error:
             return PreviewView(namespace, name, message=f"could not compute the preview: {error}")
+        finally:
+            # Previews are rare: a remote cluster's connection is not kept for them.
+            await self.previewer.clusters.forget((namespace, name))
         return result.view(namespace, name)
 
     async def helmreleases(self) -> list[dict[str, Any]]:
@@ -95,7 +98,7 @@ async def run_operator(config: OperatorConfig) -> None:
     page = PageSource(pages, Reconciler(pages, discovery, charts, config))
 
     def make_manager() -> Manager:
-        manager = Manager(reconciler, concurrency=config.concurrency)
+        manager = Manager(reconciler, concurrency=config.concurrency, gone=reconciler.forget)
         reconciler.wake = manager.wake
         page.manager = manager
         return manager

@@ -10,6 +10,7 @@ credential or the server's response body.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ class Transport:
     key: str = ""  # a hash of credentials and CA: what may share cached answers
 
 
+# The whole request (connect and every read) may take this many per-read timeouts.
+WHOLE_REQUEST_TIMEOUTS: Final = 4
+
+
 @dataclass(frozen=True)
 class Answer:
     body: bytes = field(repr=False)
@@ -87,6 +92,7 @@ def get(
         return ChartError(REGISTRY_UNAVAILABLE, f"{subject}: {shown} is unavailable: {why}")
 
     verify: bool | str = str(transport.ca_bundle) if transport.ca_bundle else True
+    deadline = time.monotonic() + timeout * WHOLE_REQUEST_TIMEOUTS
     with requests.Session() as session:
         try:
             response = session.get(
@@ -111,7 +117,7 @@ def get(
             if status != 200:
                 raise unavailable(f"the server answered HTTP {status}")
             try:
-                body = read_limited(response, max_bytes)
+                body = read_limited(response, max_bytes, deadline)
             except BodyTooLarge:
                 flag = "--max-chart-size" if what == "chart" else "--max-index-size"
                 raise ChartError(
@@ -119,6 +125,8 @@ def get(
                     f"{subject}: the {what} at {shown} is over the {max_bytes}-byte limit ({flag})",
                     retriable=what != "chart",
                 ) from None
+            except requests.exceptions.Timeout:
+                raise unavailable("the response took too long to arrive") from None
             except requests.exceptions.RequestException as error:
                 why = f"reading the response failed ({type(error).__name__})"
                 raise unavailable(why) from None

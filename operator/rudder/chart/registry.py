@@ -14,6 +14,7 @@ registry, never the credentials, and never echoes a registry's response body.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
@@ -185,7 +186,10 @@ class RegistryClient:
         )
 
 
-def read_limited(response: requests.Response, limit: int) -> bytes:
+def read_limited(response: requests.Response, limit: int, deadline: float | None = None) -> bytes:
+    """At most `limit` bytes of the body; with `deadline` (time.monotonic), the whole read
+    too: requests' timeout bounds each socket read, so a server sending a byte now and
+    then would otherwise hold the thread for ever."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
@@ -194,6 +198,8 @@ def read_limited(response: requests.Response, limit: int) -> bytes:
         body += chunk
         if len(body) > limit:
             raise BodyTooLarge(limit)
+        if deadline is not None and time.monotonic() > deadline:
+            raise requests.exceptions.Timeout("the response took too long to arrive")
     return bytes(body)
 
 

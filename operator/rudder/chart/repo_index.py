@@ -24,6 +24,8 @@ except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
 
 INDEX_FILE: Final = "index.yaml"
+# Chart versions an index may list in all (public ones list tens of thousands).
+MAX_ENTRIES: Final = 200_000
 
 
 class InvalidIndex(ValueError):
@@ -81,6 +83,10 @@ def _exactly(version: str) -> VersionRange:
 def parse_index(data: bytes) -> RepoIndex:
     """The charts of an index.yaml (or its JSON form), newest version of each first."""
     try:
+        # Aliases first: a few bytes of `*a` each make an entry, so an index of them would
+        # build millions of entries within the byte limit. Helm's own indexes have none.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(data, Loader=_Loader)):
+            raise InvalidIndex("YAML aliases are not allowed in an index")
         document = yaml.load(data, Loader=_Loader)  # noqa: S506  # a safe loader
     except yaml.YAMLError as error:
         raise InvalidIndex(f"not YAML: {_first_line(error)}") from None
@@ -92,9 +98,13 @@ def parse_index(data: bytes) -> RepoIndex:
     if not isinstance(entries, Mapping):
         raise InvalidIndex("entries is not a map")
     charts: dict[str, tuple[IndexEntry, ...]] = {}
+    total = 0
     for name, versions in entries.items():
         if not isinstance(versions, list):
             continue
+        total += len(versions)
+        if total > MAX_ENTRIES:
+            raise InvalidIndex(f"more than {MAX_ENTRIES} chart versions")
         kept = [entry for item in versions if (entry := _entry(str(name), item)) is not None]
         charts[str(name)] = tuple(sorted(kept, key=_newest_first))
     return RepoIndex(charts)

@@ -7,10 +7,12 @@ credential plugins and auth-provider entries — they run programs in rudder's p
 the operator allows them (`--allow-kubeconfig-exec`).
 
 Each distinct kubeconfig gets one `RemoteCluster`: a KubeClient (its own connection pool
-and rate limit; transport errors become `ClusterUnreachable`), a discovery cache, an
-applier and a Helm renderer (whose engine reads a kubeconfig file: a private temporary
-copy). The HelmReleases using it are counted; when the last one goes (deleted, or pointed
-elsewhere) it is closed.
+and rate limit, a short request timeout; a request that cannot be sent is
+`ClusterUnreachable`, and for DOWN_FOR seconds after one its releases fail at once rather
+than each waiting out a timeout), a discovery cache, an applier and a Helm renderer (whose
+engine reads a kubeconfig file: a private temporary copy). The HelmReleases using it are
+counted; when the last one goes (deleted — the queue says so — or pointed elsewhere) it is
+closed.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from kubernetes_asyncio.config import ConfigException
 
 from rudder.chart.render import Renderer
-from rudder.kube.client import ClientSettings, KubeClient, connect
+from rudder.kube.client import ClientSettings, ClusterUnreachable, KubeClient, connect
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 
@@ -39,6 +44,9 @@ FILE_FIELDS = {
     "user": ("client-certificate", "client-key", "tokenFile"),
 }
 PROGRAM_FIELDS = ("exec", "auth-provider")
+# Impersonation only Helm's engine would honour: requests would go out as two identities.
+IMPERSONATION_FIELDS = ("as", "as-uid", "as-groups", "as-user-extra")
+DOWN_FOR = 30.0
 
 
 class KubeConfigError(Exception):
@@ -58,11 +66,12 @@ def refused(message: str) -> KubeConfigError:
 
 @dataclass
 class RemoteCluster:
-    server: str
+    server: str  # without user info: safe to show
     kube: KubeClient
     applier: Applier
     renderer: Renderer
     directory: Path  # holds the renderer's kubeconfig copy
+    down_until: float = 0.0  # monotonic: fail fast until then after it was unreachable
 
     async def close(self) -> None:
         self.renderer.close()
@@ -98,6 +107,12 @@ def parse_kubeconfig(data: bytes, *, allow_exec: bool) -> dict[str, Any]:
                     else "user field 'tokenFile' names a file on rudder's disk: use token"
                 )
     body = user.get("user") or {}
+    for name in IMPERSONATION_FIELDS:
+        if body.get(name):
+            raise refused(
+                f"user field {name!r} is not supported: use spec.serviceAccountName to "
+                "impersonate in the remote cluster"
+            )
     for name in PROGRAM_FIELDS:
         if body.get(name) and not allow_exec:
             raise refused(
@@ -112,6 +127,14 @@ def parse_kubeconfig(data: bytes, *, allow_exec: bool) -> dict[str, Any]:
         "contexts": [context],
         "current-context": current,
     }
+
+
+def display_server(server: str) -> str:
+    """The server URL without user info (never shown: it may hold a password)."""
+    parts = urlsplit(server)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _named(config: dict[str, Any], section: str, name: Any) -> dict[str, Any] | None:
@@ -142,7 +165,17 @@ class RemoteClusters:
         self._users[key] = ident
         if previous is not None and previous != ident:
             await self._release(previous)
+        if cluster.down_until > time.monotonic():
+            # Its releases fail at once instead of each waiting out a timeout.
+            raise ClusterUnreachable(f"{cluster.server}: unreachable moments ago; retrying soon")
         return cluster
+
+    def mark_down(self, key: Key) -> None:
+        """`key`'s cluster did not answer: its HelmReleases fail fast for DOWN_FOR seconds."""
+        cluster = self._clusters.get(self._users.get(key, ""))
+        now = time.monotonic()
+        if cluster is not None and cluster.down_until <= now:  # not a fail-fast answer
+            cluster.down_until = now + DOWN_FOR
 
     async def forget(self, key: Key) -> None:
         """`key` no longer uses a remote cluster (deleted, or local now)."""
@@ -165,8 +198,11 @@ class RemoteClusters:
             await cluster.close()
 
     async def _connect(self, config: dict[str, Any]) -> RemoteCluster:
-        server = str(config["clusters"][0]["cluster"]["server"])
-        kube = await connect(self.settings, merged=config, context=config["current-context"])
+        server = display_server(str(config["clusters"][0]["cluster"]["server"]))
+        try:
+            kube = await connect(self.settings, merged=config, context=config["current-context"])
+        except (ValueError, OSError, ConfigException) as error:  # bad base64, PEM, CA
+            raise refused(f"cannot be loaded ({type(error).__name__})") from error
         kube.remote = server
         directory = Path(tempfile.mkdtemp(prefix="rudder-remote-"))
         path = directory / "kubeconfig"

@@ -20,6 +20,7 @@ from rudder.reconcile.hook_runner import HookFailed
 from rudder.reconcile.kinds import ActionKind
 from rudder.reconcile.plan import PlanError
 from rudder.reconcile.prove import rejected_reason
+from rudder.reconcile.replace import REPLACE_FAILED, ReplaceTimeout
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ def as_deploy_error(
         prefix = kind.failed_prefix.format(release=release_name)
         message = prefix + redact(action_message(error.event, error.message))
         return DeployError(kind.failed_reason, message, recorded=True)
+    if isinstance(error, ReplaceTimeout):
+        # Deleted to be re-created, and still there (a finalizer, a long grace period).
+        return DeployError(REPLACE_FAILED, str(error), recorded=True, retriable=True)
     if isinstance(error, CRDNotEstablished):
         # A counted failure that remediation and retries apply to, not an outage.
         return DeployError("CRDNotEstablished", str(error), recorded=True, retriable=True)

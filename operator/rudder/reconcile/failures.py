@@ -72,9 +72,9 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
     if isinstance(error, ClusterUnreachable):
         # The remote cluster's outage: only its releases say so, and retry soon.
         message = f"the remote cluster could not be reached: {error}"
-        return Failure(
-            "ClusterUnreachable", message, stalled=False, unreachable=True, transient=True
-        )
+        # Not `transient`: a decommissioned remote must not hold its HelmReleases' deletion
+        # (and their namespace's) for ever; deletion gives up after spec.timeout.
+        return Failure("ClusterUnreachable", message, stalled=False, unreachable=True)
     if isinstance(error, TRANSPORT_ERRORS):
         message = f"the API server could not be reached: {error!r}"
         return Failure(

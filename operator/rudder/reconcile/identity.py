@@ -15,7 +15,7 @@ from typing import Any
 from rudder.chart.render import Renderer
 from rudder.kube.client import KubeClient
 from rudder.kube.ssa import Applier
-from rudder.model import HelmReleaseSpec
+from rudder.model import DEFAULT_KUBECONFIG_KEY, HelmReleaseSpec, KubeConfigSpec
 from rudder.release.store import ReleaseStore
 
 
@@ -30,6 +30,7 @@ class Identity:
     target_namespace: str
     service_account: str  # name in the HelmRelease's namespace; "" acts as rudder itself
     user: str | None  # the impersonated user, None for rudder itself
+    kube_config: KubeConfigSpec | None = None  # the release's cluster; None: this one
 
     @classmethod
     def of(cls, spec: HelmReleaseSpec) -> Identity:
@@ -39,6 +40,7 @@ class Identity:
             target_namespace=spec.target_namespace,
             service_account=spec.service_account_name or "",
             user=spec.service_account_user,
+            kube_config=spec.kube_config,
         )
 
     @classmethod
@@ -49,6 +51,12 @@ class Identity:
         if not name or not storage:
             return None
         account = str(release.get("serviceAccountName") or "")
+        secret = release.get("kubeConfigSecret")
+        kube_config = (
+            KubeConfigSpec(str(secret), str(release.get("kubeConfigKey") or DEFAULT_KUBECONFIG_KEY))
+            if secret
+            else None
+        )
         return cls(
             release_name=str(name),
             storage_namespace=str(storage),
@@ -56,17 +64,22 @@ class Identity:
             target_namespace=str(release.get("targetNamespace") or storage),
             service_account=account,
             user=service_account_user(namespace, account) if account else None,
+            kube_config=kube_config,
         )
 
     def as_status(self) -> dict[str, str]:
         # serviceAccountName is always written ("" for rudder itself), so a status without
         # it is one written before it was recorded.
-        return {
+        recorded = {
             "name": self.release_name,
             "namespace": self.storage_namespace,
             "targetNamespace": self.target_namespace,
             "serviceAccountName": self.service_account,
         }
+        if self.kube_config is not None:
+            recorded["kubeConfigSecret"] = self.kube_config.secret_name
+            recorded["kubeConfigKey"] = self.kube_config.key
+        return recorded
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,15 @@ def signature(body: JSON | None) -> tuple[object, ...]:
 
 
 class Manager:
-    def __init__(self, reconcile: Reconcile, *, concurrency: int) -> None:
+    def __init__(
+        self,
+        reconcile: Reconcile,
+        *,
+        concurrency: int,
+        gone: Callable[[Key], Awaitable[None]] | None = None,
+    ) -> None:
         self._reconcile = reconcile
+        self._gone = gone  # a HelmRelease left the API: drop what was kept for it
         self._slots: dict[Key, _Slot] = {}
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self._stopping = False
@@ -161,6 +168,11 @@ class Manager:
             if body is None:
                 del self._slots[key]
                 metrics.forget(*key)
+                if self._gone is not None:
+                    try:
+                        await self._gone(key)
+                    except Exception:
+                        log.exception("forgetting %s/%s failed", *key)
                 return
             slot.run = Run()
             started = time.monotonic()

@@ -80,26 +80,24 @@ class Observer:
         if target.deleting:
             if not target.has_finalizer or (spec is not None and spec.suspend):
                 return base  # nothing will be uninstalled: no need to read the records
-            return await self._driven(target, spec, base, candidates)
+            return await self._driven(target, base, candidates)
         if spec is None or error is not None or spec.suspend:
-            return dataclasses.replace(base, clients=await self._clients(target, spec, identity))
+            return base  # nothing is done to the release: no clients (no remote connection)
         try:
-            clients = await self._clients(target, spec, identity)
+            clients = await self._clients(target, identity)
             base = dataclasses.replace(base, clients=clients)
             return await self._inputs(target, spec, base, clients, draft)
         except (ChartError, ValuesSourceError, KubeConfigError) as failed:
             return dataclasses.replace(base, blocked=classify(failed))
 
-    async def _clients(
-        self, target: Target, spec: HelmReleaseSpec | None, identity: Identity
-    ) -> ReleaseClients:
+    async def _clients(self, target: Target, identity: Identity) -> ReleaseClients:
         """As `identity`, on the cluster the release is in: this one, or spec.kubeConfig's
         (its Secret read as the identity, like every other Secret the spec names)."""
         key = (target.namespace, target.name)
-        if spec is None or spec.kube_config is None:
+        ref = identity.kube_config  # the spec's, or the one status recorded
+        if ref is None:
             await self.clusters.forget(key)
             return ReleaseClients.acting_as(identity.user, self.kube, self.applier)
-        ref = spec.kube_config
         secret = await self.kube.impersonate(identity.user).get_or_none(
             f"/api/v1/namespaces/{target.namespace}/secrets/{ref.secret_name}"
         )
@@ -117,7 +115,6 @@ class Observer:
     async def _driven(
         self,
         target: Target,
-        spec: HelmReleaseSpec | None,
         base: Observed,
         candidates: list[Identity],
     ) -> Observed:
@@ -125,7 +122,7 @@ class Observer:
         then the one status recorded), with its records; else the last one read."""
         observed = base
         for identity in candidates:
-            clients = await self._clients(target, spec, identity)
+            clients = await self._clients(target, identity)
             observed = await with_history(
                 dataclasses.replace(base, identity=identity, clients=clients)
             )

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.discovery import UnknownKind
-from rudder.kube.ssa import STAGE_PARALLELISM, Applier, ObjectRef, parse_conflicts
+from rudder.kube.ssa import (
+    STAGE_PARALLELISM,
+    Applier,
+    ObjectFailure,
+    ObjectRef,
+    StageRejected,
+    parse_conflicts,
+)
 from rudder.reconcile.deploy import Deployer, DeployRequest
 from rudder.reconcile.deploy_failure import TRANSIENT_CODES
 from rudder.reconcile.hook_events import TEST
@@ -23,12 +30,14 @@ from rudder.reconcile.preview_diff import (
     ADDED,
     CHANGED,
     REMOVED,
+    REPLACED,
     UNCHANGED,
     ObjectChange,
     Preview,
     on_rudder_fields,
 )
 from rudder.reconcile.prune import prunable
+from rudder.reconcile.replace import cured_by_replace, immutable_message
 from rudder.release import history
 from rudder.release.codec import Hook
 
@@ -119,8 +128,14 @@ async def _object_change(
     except ApiError as refused:
         if refused.code in TRANSIENT_CODES:
             raise  # the server's trouble: no preview this time
+        failure = ObjectFailure(ref, refused.code, refused.reason, refused.message)
+        if live is not None and await cured_by_replace(applier, obj, failure):
+            if request.force_replace:  # deleted and re-created by the action: say so
+                before, _ = on_rudder_fields(live, None, applier.field_manager)
+                return ObjectChange(ref, REPLACED, before, obj, conflicts)
+            error = request.redact(immutable_message(StageRejected([], [failure])))
         # 404 for an object in a namespace the release creates: shown as rendered.
-        if not (refused.code == 404 and live is None and item.ref.namespace in creates):
+        elif not (refused.code == 404 and live is None and item.ref.namespace in creates):
             error = error or request.redact(refused.message or refused.reason or str(refused))
     manager, handed = applier.field_manager, request.take_over_from
     if answer is None:

@@ -24,6 +24,7 @@ from rudder.kube.ssa import ObjectRef, merge_field_sets
 from rudder.observe.preview_page import DiffView, PreviewView, diff_lines
 
 ADDED, CHANGED, REMOVED, UNCHANGED = "added", "changed", "removed", "unchanged"
+REPLACED = "replaced"  # deleted and re-created (forceReplace): its update is refused
 SECRET_KEYS = ("data", "stringData")
 HIDDEN = "(secret value)"
 HIDDEN_CHANGED = "(secret value, changed)"
@@ -32,7 +33,7 @@ HIDDEN_CHANGED = "(secret value, changed)"
 @dataclass(frozen=True)
 class ObjectChange:
     ref: ObjectRef
-    change: str  # added | changed | removed | unchanged
+    change: str  # added | changed | removed | replaced | unchanged
     # Live and the dry-run answer, on rudder's fields (None: absent / deleted). Secret data
     # is in here (the digest must see it change); only `unified` shows them, masked.
     before: JSON | None = field(default=None, repr=False)
@@ -85,6 +86,8 @@ class Preview:
             f"{self.count(CHANGED)} changed",
             f"{self.count(REMOVED)} removed",
         ]
+        if self.count(REPLACED):
+            parts.append(f"{self.count(REPLACED)} replaced")
         if self.conflicting:
             parts.append(f"{self.conflicting} conflicting")
         if self.refused:
@@ -101,6 +104,7 @@ class Preview:
             "added": self.count(ADDED),
             "changed": self.count(CHANGED),
             "removed": self.count(REMOVED),
+            "replaced": self.count(REPLACED),
             "conflicting": self.conflicting,
             "hooks": len(self.hooks),
             "chartDigest": self.chart_digest,

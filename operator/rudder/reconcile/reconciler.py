@@ -18,7 +18,14 @@ from collections.abc import Awaitable, Callable
 from rudder.chart.render import Renderer
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
-from rudder.kube.client import JSON, MERGE_PATCH, ApiError, ClientSettings, KubeClient
+from rudder.kube.client import (
+    JSON,
+    MERGE_PATCH,
+    ApiError,
+    ClientSettings,
+    ClusterUnreachable,
+    KubeClient,
+)
 from rudder.kube.discovery import Discovery
 from rudder.kube.ssa import Applier
 from rudder.observe import metrics
@@ -49,6 +56,8 @@ from rudder.reconcile.uninstall import Uninstaller
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 600.0
+# A remote cluster that does not answer must not hold a reconcile slot for long.
+REMOTE_REQUEST_TIMEOUT = 15.0
 # UNLOCK changes the records and decides again; more steps than this is a loop.
 MAX_STEPS = 3
 
@@ -64,7 +73,11 @@ class Reconciler:
         self.kube = kube
         applier = Applier(kube, discovery, config.field_manager)
         self.clusters = RemoteClusters(
-            ClientSettings(qps=config.kube_api_qps, burst=config.kube_api_burst),
+            ClientSettings(
+                qps=config.kube_api_qps,
+                burst=config.kube_api_burst,
+                request_timeout=REMOTE_REQUEST_TIMEOUT,
+            ),
             config.field_manager,
             allow_exec=config.allow_kubeconfig_exec,
         )
@@ -89,7 +102,7 @@ class Reconciler:
         body = await self.kube.get_or_none(Target(event_body).path)
         if body is None:
             gone = Target(event_body)
-            await self.clusters.forget((gone.namespace, gone.name))
+            await self.forget((gone.namespace, gone.name))
             return Outcome(requeue_after=None)
         target = Target(body)
         run.begin(target.generation)
@@ -121,6 +134,8 @@ class Reconciler:
                     timeout,
                     self._status_writer(target, draft),
                 )
+            if isinstance(error, ClusterUnreachable):
+                self.clusters.mark_down((target.namespace, target.name))
             draft.failed(failure.reason, failure.message, stalled=False)
             retry = min(interval, TRANSPORT_RETRY) if failure.unreachable else interval
             outcome = Outcome(requeue_after=retry, failed=True)
@@ -171,6 +186,11 @@ class Reconciler:
             observed = ctx.observed
         draft.progressing("the release's records keep changing; looking again")
         return Outcome(requeue_after=1.0)
+
+    async def forget(self, key: tuple[str, str]) -> None:
+        """The HelmRelease is gone: stop watching its sources, drop its remote cluster."""
+        self.sources.forget(key)
+        await self.clusters.forget(key)
 
     async def preview(self, body: JSON) -> Preview | NoPreview:
         """The preview of `body`'s next action, observed and computed as a reconcile would,

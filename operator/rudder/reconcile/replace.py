@@ -15,9 +15,19 @@ import asyncio
 from collections.abc import Sequence
 
 from rudder.kube.client import JSON, ApiError
-from rudder.kube.ssa import Applier, ObjectRef, StageRejected
+from rudder.kube.ssa import Applier, ObjectFailure, ObjectRef, StageRejected
+from rudder.reconcile.prune import kept_by_policy
 
 IMMUTABLE_FIELD_CHANGE = "ImmutableFieldChange"
+REPLACE_FAILED = "ReplaceFailed"
+# Never deleted to be re-created: what goes with them is more than the object (every custom
+# resource of a CRD, a namespace's contents, a volume's data).
+NEVER_REPLACED = frozenset(
+    {"CustomResourceDefinition", "Namespace", "PersistentVolumeClaim", "PersistentVolume"}
+)
+# The API server's own words for a change that cannot be made in place; anything else (an
+# admission webhook, a rule only for updates such as a change freeze) is not bypassed.
+IN_PLACE_REFUSALS = ("field is immutable", "Forbidden:")
 GONE_POLL = 0.5  # seconds between reads while a replaced object is being deleted
 
 
@@ -32,14 +42,28 @@ async def replaceable(
     else none (the stage's failure stands as it is)."""
     if rejected is None or rejected.conflicts or not rejected.failures:
         return []
-    if any(failure.code != 422 for failure in rejected.failures):
-        return []
     by_ref = {ObjectRef.of(obj): obj for obj in objects}
     refs = [failure.ref for failure in rejected.failures]
     if any(ref not in by_ref for ref in refs):
         return []
-    verdicts = await asyncio.gather(*(_valid_as_new(applier, by_ref[ref]) for ref in refs))
+    verdicts = await asyncio.gather(
+        *(cured_by_replace(applier, by_ref[f.ref], f) for f in rejected.failures)
+    )
     return refs if all(verdicts) else []
+
+
+async def cured_by_replace(applier: Applier, obj: JSON, failure: ObjectFailure) -> bool:
+    """Would deleting and re-creating `obj` get past this refusal of its update?"""
+    message = failure.message or ""
+    if (
+        failure.code != 422
+        or failure.ref.kind in NEVER_REPLACED
+        or kept_by_policy(obj)
+        or "admission webhook" in message
+        or not any(words in message for words in IN_PLACE_REFUSALS)
+    ):
+        return False
+    return await _valid_as_new(applier, obj)
 
 
 async def _valid_as_new(applier: Applier, obj: JSON) -> bool:
@@ -63,7 +87,8 @@ def immutable_message(rejected: StageRejected | None) -> str:
     more = len(failures) - 5
     return (
         f"{names}{f' (+{more} more)' if more > 0 else ''}; these objects cannot be changed "
-        "in place: set spec.upgrade.forceReplace to delete and re-create them"
+        "in place: spec.upgrade.forceReplace deletes and re-creates them on upgrade and "
+        "rollback"
     )
 
 

@@ -68,6 +68,8 @@ async def _rollback(services: Services, ctx: Context, good: Record) -> Outcome:
         create_namespace=False,
         take_ownership=False,
         force_conflicts=spec.upgrade.force_conflicts,
+        # As Helm's rollback: what an upgrade replaced may have to be replaced back.
+        force_replace=spec.upgrade.force_replace,
         max_history=spec.max_history,
         disable_hooks=spec.rollback.disable_hooks,
         disable_wait=spec.rollback.disable_wait,
