@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rudder.kube import readiness
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.discovery import Resource, UnknownKind
 from rudder.kube.kstatus import Status
@@ -726,7 +727,9 @@ async def test_an_expired_watch_lists_again() -> None:
     assert len(api.lists) == 2
 
 
-async def test_api_errors_are_retried_but_forbidden_is_raised() -> None:
+async def test_api_errors_are_retried_but_forbidden_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     api = FakeApi({DEPLOYMENTS: [listed(deployment("web"))]})
     api.list_errors[DEPLOYMENTS] = ApiError(500, {"message": "etcd hiccup"}, "GET", DEPLOYMENTS)
     wait = asyncio.create_task(wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=10))
@@ -737,11 +740,23 @@ async def test_api_errors_are_retried_but_forbidden_is_raised() -> None:
     assert report.outcome is Outcome.CURRENT
     assert len(api.lists) == 2
 
+    monkeypatch.setattr(readiness, "REFUSED_GRACE", 1.5)
     api = FakeApi()
     api.list_errors[DEPLOYMENTS] = ApiError(403, {"message": "forbidden"}, "GET", DEPLOYMENTS)
     with pytest.raises(ApiError) as raised:
         await wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=10)
     assert raised.value.code == 403
+
+
+async def test_a_refusal_that_clears_within_the_grace_is_waited_out() -> None:
+    """A restarted API server refuses everything until its authorizer has caught up."""
+    api = FakeApi({DEPLOYMENTS: [listed(deployment("web"))]})
+    api.list_errors[DEPLOYMENTS] = ApiError(403, {"message": "forbidden"}, "GET", DEPLOYMENTS)
+    wait = asyncio.create_task(wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=10))
+    await asyncio.sleep(0.1)
+    del api.list_errors[DEPLOYMENTS]
+    report = await asyncio.wait_for(wait, 5)
+    assert report.outcome is Outcome.CURRENT
 
 
 async def test_pods_of_an_in_progress_stateful_set_are_read() -> None:

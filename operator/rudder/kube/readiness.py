@@ -45,7 +45,7 @@ from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError
 from rudder.kube.discovery import Resource, UnknownKind
 from rudder.kube.kstatus import Status, compute
 from rudder.kube.ssa import ObjectRef
-from rudder.kube.watch import Backoff, Changed, Listed, ListWatchClient, changes
+from rudder.kube.watch import Backoff, Change, Changed, Listed, ListWatchClient, changes
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ MESSAGE_LIMIT: Final = 300
 # Back-off between attempts when the API answers with an error or the connection drops.
 RETRY_START: Final = 1.0
 RETRY_MAX: Final = 10.0
+# How long a refused list or watch (401, 403) is retried before it counts: a restarted API
+# server refuses everything until its authorizer has caught up.
+REFUSED_GRACE: Final = 15.0
 
 # Reading a controller's pods can fail in these ways; its own verdict then stands.
 _READ_ERRORS: Final[tuple[type[BaseException], ...]] = (ApiError, ValueError, *TRANSPORT_ERRORS)
@@ -479,30 +482,44 @@ class _Watch:
     async def follow(self, group: _Group, deadline: float) -> None:
         """List, then watch, the group's collection until cancelled, feeding what it sees.
         Raises _Fatal when the API refuses to let it list or watch."""
-        stream = changes(
-            self.kube,
-            group.collection,
-            query=group.query(),
-            fatal=(401, 403),
-            backoff=Backoff(RETRY_START, RETRY_MAX),
-            deadline=deadline,
-        )
-        try:
-            async with aclosing(stream):
-                async for change in stream:
-                    if isinstance(change, Listed):
-                        await self.apply_listing(group, change.items)
-                    elif isinstance(change, Changed):
-                        obj = None if change.type == "DELETED" else change.object
-                        await self.observe(group, _key(change.object), obj)
-                    elif isinstance(change.error, ApiError) and change.error.code == 404:
-                        # The collection is not served (any more).
-                        message = change.error.message or str(change.error)
-                        for refs in group.refs.values():
-                            for ref in refs:
-                                self.set_message(ref, Status.NOT_FOUND, message)
-        except ApiError as error:
-            raise _Fatal(str(error)) from error
+        loop = asyncio.get_running_loop()
+        refused_since: float | None = None
+        while True:
+            stream = changes(
+                self.kube,
+                group.collection,
+                query=group.query(),
+                fatal=(401, 403),
+                backoff=Backoff(RETRY_START, RETRY_MAX),
+                deadline=deadline,
+            )
+            try:
+                async with aclosing(stream):
+                    async for change in stream:
+                        refused_since = None
+                        await self._feed(group, change)
+                return
+            except ApiError as error:
+                # A restarted API server refuses requests until its authorizer has caught
+                # up: a refusal is taken as final only once it has lasted REFUSED_GRACE.
+                now = loop.time()
+                refused_since = refused_since if refused_since is not None else now
+                if now - refused_since >= REFUSED_GRACE:
+                    raise _Fatal(str(error)) from error
+                await asyncio.sleep(RETRY_START)
+
+    async def _feed(self, group: _Group, change: Change) -> None:
+        if isinstance(change, Listed):
+            await self.apply_listing(group, change.items)
+        elif isinstance(change, Changed):
+            obj = None if change.type == "DELETED" else change.object
+            await self.observe(group, _key(change.object), obj)
+        elif isinstance(change.error, ApiError) and change.error.code == 404:
+            # The collection is not served (any more).
+            message = change.error.message or str(change.error)
+            for refs in group.refs.values():
+                for ref in refs:
+                    self.set_message(ref, Status.NOT_FOUND, message)
 
 
 async def _groups(
