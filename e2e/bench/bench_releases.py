@@ -51,6 +51,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "e2e"), str(Path(__file__).resolve().parent)]
 
+from floor import FloorRelease, run_floor  # noqa: E402
 from helm_baseline import HelmRelease, helm_env, percentile, run_helm_baseline  # noqa: E402
 
 from audit import RUDDER_USER, WRITE_VERBS  # noqa: E402
@@ -489,6 +490,7 @@ class Bench:
     out: Path
     workdir: Path
     sa_kubeconfig: Path
+    chart_dir: Path | None = None  # the chart, for rendering the floor's objects
     results: list[dict[str, Any]] = field(default_factory=list)
     series: dict[str, Any] = field(default_factory=dict)
 
@@ -926,6 +928,75 @@ def helm_scenario(bench: Bench, n: int, replicas: int, parallel: int, run: str) 
     return summary
 
 
+def floor_scenario(bench: Bench, n: int, replicas: int, run: str) -> dict[str, Any]:
+    """The API server's floor (floor.py) for the same N, values and namespaces layout."""
+    import helm_python
+    import yaml
+
+    log(f"floor: N={n}, only the writes a release must cost, as rudder's ServiceAccount")
+    assert bench.chart_dir is not None
+    namespaces = [f"floor-{run}-{k:02d}" for k in range(10)]
+    bench.run_kubectl("apply", "--server-side", "-f", "-", input=namespace_list(namespaces))
+    chart = helm_python.Chart.load(str(bench.chart_dir))
+    releases, items = [], []
+    for i in range(n):
+        name, ns = f"podinfo-{i:04d}", namespaces[i % len(namespaces)]
+        values = release_values(i, replicas, 0)
+        files = chart.render(values, name=name, namespace=ns, is_install=True)
+        objects = [
+            {**doc, "metadata": {**doc["metadata"], "namespace": ns}}
+            for path, text in files.items()
+            if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text)
+            if doc
+        ]
+        releases.append(FloorRelease(name, ns, objects))
+        # Served by no operator: the floor client is the only one acting on them.
+        items.append(helmrelease(name, ns, f"floor-{run}", bench.chart_ref, values, 600))
+    offset = bench.audit.offset()
+    started = time.time()
+    timing = run_floor(
+        bench.sa_kubeconfig,
+        releases,
+        lambda: apply_list(bench, items, bench.workdir / f"floor-{run}.json"),
+    )
+    ended = started + (timing["end"] - timing["start"])
+    time.sleep(SETTLE)
+    requests = summarise_requests(bench.audit.requests(RUDDER_USER, offset, started, ended), n)
+    result = {
+        "kind": "floor",
+        "label": "floor",
+        "n": n,
+        "replicas": replicas,
+        "total_s": timing["total_s"],
+        "apply_s": timing["apply_s"],
+        "writes_s": timing["writes_s"],
+        "throughput_per_s": round(n / timing["total_s"], 1) if timing["total_s"] else None,
+        "requests": requests,
+    }
+    log(
+        f"  floor: {n} releases in {timing['total_s']}s (kubectl apply {timing['apply_s']}s, "
+        f"writes {timing['writes_s']}s); {requests['per_release']['total']} requests/release"
+    )
+    return result
+
+
+def floor_ratios(results: Sequence[dict[str, Any]]) -> list[str]:
+    """rudder's install time over the floor's, for each N both measured."""
+    floors = {r["n"]: r for r in results if r["kind"] == "floor"}
+    lines = []
+    for result in results:
+        install = result.get("phases", {}).get("install") if result["kind"] == "rudder" else None
+        floor = floors.get(result["n"])
+        if install and floor and floor["total_s"]:
+            ratio = install["total_s"] / floor["total_s"]
+            lines.append(
+                f"{result['label']}: install {install['total_s']}s = {ratio:.2f}x the floor "
+                f"({floor['total_s']}s)"
+            )
+    return lines
+
+
 # -- reporting -----------------------------------------------------------------------------
 
 
@@ -936,6 +1007,14 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
+        if result["kind"] == "floor":
+            req = result["requests"]["per_release"]
+            rows.append(
+                f"| floor | {result['n']} | {result['replicas']} | all | - | install "
+                f"| {result['total_s']} | - | - | {result['throughput_per_s']} | {req['total']} "
+                f"| {req['writes']} | {req['dry_runs']} | - | - | - |"
+            )
+            continue
         if result["kind"] == "helm":
             req = result["requests"]["per_release"]
             rows.append(
@@ -1156,6 +1235,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also install N releases with the helm v4 CLI: sequential and xargs -P cores",
     )
     parser.add_argument("--helm-n", type=int, help="releases for the helm baseline (default N)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a minimal client making only the writes a release must cost "
+        "(the API server's floor), and report rudder's ratio to it",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator")
     parser.add_argument(
         "--post-renderer",
@@ -1178,7 +1263,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.n, args.replicas, args.steady_seconds, args.interval = 20, "0", 20.0, 8
-        args.sweep = args.helm_baseline = args.only_sweep = False
+        args.sweep = args.helm_baseline = args.only_sweep = args.floor = False
         args.name = args.name or "smoke"
     return args
 
@@ -1285,7 +1370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sa_kubeconfig = service_account_kubeconfig(
             kubectl, Path(state.kubeconfig), workdir / "rudder.kubeconfig"
         )
-        bench = Bench(state, chart_ref, out, workdir, sa_kubeconfig)
+        bench = Bench(state, chart_ref, out, workdir, sa_kubeconfig, chart_dir)
         if args.post_renderer:
             args.post_renderer = push_plugin(state.registry, args.post_renderer)
             report["post_renderer"] = args.post_renderer
@@ -1302,6 +1387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.results.append(helm_scenario(bench, helm_n, replicas, parallel, f"h{index}"))
                 report["results"] = bench.results
                 (out / "results.json").write_text(json.dumps(report, indent=2))
+        if args.floor:
+            replicas = int(str(args.replicas).split(",")[0])
+            bench.results.append(floor_scenario(bench, args.n, replicas, "f0"))
+            report["results"] = bench.results
+            report["floor_ratios"] = floor_ratios(bench.results)
         report["targets"] = targets(bench.results)
         report["wall_s"] = round(time.monotonic() - started, 1)
         (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -1317,6 +1407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sweep_series:
             plot(sweep_series, out / "sweep.png", f"rudder concurrency/QPS sweep, N={args.sweep_n}")
         print(text)
+        for line in report.get("floor_ratios", []):
+            print(f"  {line}")
         for check in report["targets"]:
             mark = "met" if check["met"] else "MISSED"
             print(f"  {mark:6} {check['target']} [{check['run']}]: {check['value']}")
