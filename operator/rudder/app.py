@@ -18,7 +18,7 @@ from rudder.kube.client import ApiError, ClientSettings, KubeClient, connect
 from rudder.kube.discovery import Discovery, invalidate_on_changes
 from rudder.kube.election import ElectionSettings, LeaderElector
 from rudder.kube.watch import log_unexpected_end
-from rudder.observe import metrics, server
+from rudder.observe import metrics, server, statuspage
 from rudder.observe.preview_page import PreviewView
 from rudder.reconcile.manager import Manager
 from rudder.reconcile.reconciler import Reconciler
@@ -39,19 +39,11 @@ class PageSource:
 
     async def preview(self, namespace: str, name: str) -> PreviewView | None:
         """Computed now from the cached HelmRelease, as its identity; writes nothing."""
-        body = next(
-            (
-                b
-                for b in (self.manager.bodies() if self.manager else [])
-                if b.get("metadata", {}).get("namespace") == namespace
-                and b.get("metadata", {}).get("name") == name
-            ),
-            None,
-        )
+        body = statuspage.find(await self.helmreleases(), namespace, name)
         if body is None:
             return None
         try:
-            result = await self.previewer.preview(body)
+            result = await self.previewer.preview(dict(body))
         except (ApiError, OSError, aiohttp.ClientError) as error:
             return PreviewView(namespace, name, message=f"could not compute the preview: {error}")
         finally:

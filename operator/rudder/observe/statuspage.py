@@ -499,6 +499,20 @@ async def overview(
     )
 
 
+def find(helmreleases: Sequence[Any], namespace: str, name: str) -> Mapping[str, Any] | None:
+    """HelmRelease `namespace/name` among those the operator serves, or None."""
+    return next(
+        (
+            hr
+            for hr in helmreleases
+            if isinstance(hr, Mapping)
+            and (hr.get("metadata") or {}).get("namespace") == namespace
+            and (hr.get("metadata") or {}).get("name") == name
+        ),
+        None,
+    )
+
+
 async def detail(
     source: StatusPageSource,
     namespace: str,
@@ -515,16 +529,7 @@ async def detail(
     except Exception as error:
         log.warning("status page: could not list HelmReleases: %s", error)
         return Page(releases=(), generated=generated, error=_text(error, 500))
-    found = next(
-        (
-            hr
-            for hr in helmreleases
-            if isinstance(hr, Mapping)
-            and (hr.get("metadata") or {}).get("namespace") == namespace
-            and (hr.get("metadata") or {}).get("name") == name
-        ),
-        None,
-    )
+    found = find(helmreleases, namespace, name)
     if found is None:
         return Page(releases=(), generated=generated, error=f"no HelmRelease {namespace}/{name}")
     try:

@@ -36,7 +36,7 @@ from rudder.postrender.plugins import PluginSource
 from rudder.postrender.sandbox import Sandbox, SandboxLimits, use_compile_cache
 from rudder.reconcile.actions import ACTIONS
 from rudder.reconcile.actions.finalize import DEFAULT_TIMEOUT, deletion_failed
-from rudder.reconcile.actions.release import action_kind, prepare_request
+from rudder.reconcile.actions.release import action_kind, prepare_request, preview_of
 from rudder.reconcile.actions.unlock import unlock
 from rudder.reconcile.clusters import RemoteClusters
 from rudder.reconcile.context import Context, Services, patch_finalizer
@@ -46,7 +46,6 @@ from rudder.reconcile.failures import REPORTED, Failure, classify
 from rudder.reconcile.manager import TRANSPORT_RETRY, Outcome, Run
 from rudder.reconcile.observe import Observer
 from rudder.reconcile.observed import Observed
-from rudder.reconcile.preview import compute_preview
 from rudder.reconcile.preview_diff import NoPreview, Preview
 from rudder.reconcile.source_watch import SourceWatcher
 from rudder.reconcile.status import StatusDraft
@@ -206,13 +205,7 @@ class Reconciler:
         ctx = Context(target, draft, Run(), observed, decision, _no_write)
         try:
             _, request = await prepare_request(self.services, ctx, action_kind(ctx))
-            return await compute_preview(
-                self.services.deployer,
-                request,
-                ctx.clients,
-                generation=target.generation,
-                tests=ctx.spec.test.enable,
-            )
+            return await preview_of(self.services, ctx, request)
         except REPORTED as error:
             failure = classify(error, ctx.redact)
             return NoPreview("failed", f"{failure.reason}: {failure.message}")

@@ -33,6 +33,7 @@ from rudder.reconcile.failures import REPORTED
 from rudder.reconcile.kinds import INSTALL, UPGRADE, ActionKind
 from rudder.reconcile.manager import Outcome
 from rudder.reconcile.preview import compute_preview
+from rudder.reconcile.preview_diff import Preview
 from rudder.reconcile.report import report_chart, report_release
 from rudder.reconcile.status import now
 from rudder.release.history import latest
@@ -93,13 +94,7 @@ async def _preview_gate(
     unless the approved digest is the digest of this fresh preview."""
     started = time.monotonic()
     try:
-        preview = await compute_preview(
-            services.deployer,
-            request,
-            ctx.clients,
-            generation=ctx.target.generation,
-            tests=ctx.spec.test.enable,
-        )
+        preview = await preview_of(services, ctx, request)
     except REPORTED as error:
         return await report_failure(services, ctx, kind, error, started)
     draft, target = ctx.draft, ctx.target
@@ -134,6 +129,18 @@ async def _preview_gate(
     draft.drop("Reconciling")
     draft.drop("Stalled")
     return Outcome(requeue_after=ctx.spec.interval)
+
+
+async def preview_of(services: Services, ctx: Context, request: DeployRequest) -> Preview:
+    """The preview of the action `request` describes, for this HelmRelease (its generation
+    is part of the digest; its test hooks are listed when tests run after the action)."""
+    return await compute_preview(
+        services.deployer,
+        request,
+        ctx.clients,
+        generation=ctx.target.generation,
+        tests=ctx.spec.test.enable,
+    )
 
 
 def needs_approval(ctx: Context, kind: ActionKind) -> bool:
