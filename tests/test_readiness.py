@@ -29,6 +29,7 @@ from rudder.kube.readiness import (
     needs_pods,
     wait_until_ready,
 )
+from rudder.kube.shared_watch import SharedWatches
 from rudder.kube.ssa import ObjectRef
 
 NS = "apps"
@@ -791,3 +792,84 @@ async def test_watches_that_end_at_once_do_not_spin() -> None:
     report = await wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=0.5)
     assert report.outcome is Outcome.TIMEOUT
     assert len(api.watches) <= 3  # the second quick end backs off for a second
+
+
+# --- shared watches -------------------------------------------------------------------------
+
+
+class SharedApi(FakeApi):
+    """A FakeApi that says which connection and identity it is, as a shared watch needs."""
+
+    api = object()
+    remote = ""
+    impersonate_user: str | None = None
+
+
+def with_version(obj: JSON, version: int) -> JSON:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(version)}}
+
+
+async def test_waits_in_one_namespace_share_one_list_and_watch() -> None:
+    waiting = [listed(deployment(name, ready=False)) for name in ("web", "api")]
+    api = SharedApi({DEPLOYMENTS: waiting})
+    shared = SharedWatches(linger=0.05)
+    try:
+        waits = [
+            asyncio.create_task(
+                wait_until_ready(api, FakeDiscovery(), [web_ref(name)], timeout=10, shared=shared)
+            )
+            for name in ("web", "api")
+        ]
+        await asyncio.wait_for(api.watching.wait(), 5)
+        api.send(DEPLOYMENTS, "MODIFIED", deployment("web"))
+        api.send(DEPLOYMENTS, "MODIFIED", deployment("api"))
+        reports = await asyncio.wait_for(asyncio.gather(*waits), 5)
+        assert [report.outcome for report in reports] == [Outcome.CURRENT] * 2
+        # One list and one watch of the whole collection, not one per wait and object.
+        assert api.lists == [(DEPLOYMENTS, {})]
+        assert [(path, query) for path, _, query in api.watches] == [(DEPLOYMENTS, {})]
+    finally:
+        await shared.close()
+
+
+async def test_a_cached_state_older_than_the_apply_is_not_judged() -> None:
+    # The cache still holds generation 1, Current; the apply answered generation 2 at a
+    # newer version, not yet observed by its controller.
+    api = SharedApi({DEPLOYMENTS: [listed(with_version(deployment("web"), 100))]})
+    applied = with_version(deployment("web", ready=False), 150)
+    applied["metadata"]["generation"] = 2
+    shared = SharedWatches()
+    try:
+        wait = asyncio.create_task(
+            wait_until_ready(
+                api, FakeDiscovery(), [web_ref()], timeout=10, shared=shared, seen=[applied]
+            )
+        )
+        await asyncio.wait_for(api.watching.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert not wait.done(), "judged Current from the state before the apply"
+        api.version = 150
+        observed = deployment("web")
+        observed["metadata"]["generation"] = 2
+        observed["status"]["observedGeneration"] = 2
+        api.send(DEPLOYMENTS, "MODIFIED", observed)
+        assert (await asyncio.wait_for(wait, 5)).outcome is Outcome.CURRENT
+    finally:
+        await shared.close()
+
+
+async def test_a_refused_shared_watch_falls_back_to_the_waits_own() -> None:
+    api = SharedApi({DEPLOYMENTS: [listed(deployment("web"))]})
+    api.list_errors[DEPLOYMENTS] = ApiError(403, {"message": "forbidden"}, "GET", DEPLOYMENTS)
+    shared = SharedWatches()
+    try:
+        wait = asyncio.create_task(
+            wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=30, shared=shared)
+        )
+        await asyncio.sleep(0.05)
+        del api.list_errors[DEPLOYMENTS]  # allowed again: the wait's own list succeeds
+        assert (await asyncio.wait_for(wait, 5)).outcome is Outcome.CURRENT
+        # The wait's own list is by name, as without sharing.
+        assert api.lists[-1] == (DEPLOYMENTS, {"fieldSelector": "metadata.name=web"})
+    finally:
+        await shared.close()

@@ -136,7 +136,7 @@ async def test_lists_then_yields_each_change() -> None:
         kube.event("ADDED", "a"),
     )
     await until(lambda: len(consumer.seen) == 4)
-    assert consumer.seen[0] == Listed([cm("a", "5")], relisted=False)
+    assert consumer.seen[0] == Listed([cm("a", "5")], relisted=False, version="10")
     assert [(c.type, c.object["metadata"]["resourceVersion"]) for c in consumer.of(Changed)] == [
         ("MODIFIED", "11"),
         ("DELETED", "12"),
@@ -207,8 +207,8 @@ async def test_an_expired_watch_lists_again_and_says_events_may_be_missed(expiry
     kube.play(expiry)
     await until(lambda: len(kube.watches) == 2)
     assert consumer.of(Listed) == [
-        Listed([cm("a", "5")], relisted=False),
-        Listed([cm("a", "9")], relisted=True),
+        Listed([cm("a", "5")], relisted=False, version="10"),
+        Listed([cm("a", "9")], relisted=True, version="20"),
     ]
     assert kube.watches[1][1] == "20"
     assert consumer.of(Interrupted) == []
@@ -247,7 +247,7 @@ async def test_failing_lists_are_retried_with_a_growing_back_off() -> None:
     await until(lambda: kube.watches)
     assert len(kube.lists) == 5
     assert backoff.calls == [1, 2, 3, 4]
-    assert consumer.of(Listed) == [Listed([], relisted=False)]
+    assert consumer.of(Listed) == [Listed([], relisted=False, version="10")]
     await consumer.stop()
 
 

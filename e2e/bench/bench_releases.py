@@ -725,21 +725,23 @@ def steady(
     seconds: float,
     keys: Sequence[Key],
     sampler: ProcSampler,
-    pid: int,
+    operator: OperatorProcess,
     interval: int,
 ) -> dict[str, Any]:
-    """Idle for `seconds` with `interval`: what does rudder still ask and write?"""
+    """Idle for `seconds` with `interval`: what does rudder still ask and write? Reconciles
+    are counted by the operator's own metric: an idle one makes no request to count."""
     offset = bench.audit.offset()
     sampler.sample()
+    before = operator_metrics(operator).get("rudder_reconcile_total", 0.0)
     start = time.time()
     time.sleep(seconds)
     end = time.time()
+    reconciles = int(operator_metrics(operator).get("rudder_reconcile_total", 0.0) - before)
     sampler.sample()
     time.sleep(SETTLE)
     found = bench.audit.requests(RUDDER_USER, offset, start, end)
     summary = summarise_requests(found, len(keys))
     names = {name for _, name in keys}
-    reconciles = sum(1 for r in found if r.verb == "get" and r.resource == "helmreleases")
     return {
         "phase": "steady",
         "seconds": round(end - start, 1),
@@ -749,7 +751,10 @@ def steady(
         "writes": summary["writes"],
         "written": {k: v for k, v in summary["by_verb_resource"].items() if _is_write_key(k)},
         "requests": summary,
-        "operator": {**sampler.window("rudder", start, end), "vm_hwm_mib": peak_rss_mib(pid)},
+        "operator": {
+            **sampler.window("rudder", start, end),
+            "vm_hwm_mib": peak_rss_mib(operator.process.pid if operator.process else 0),
+        },
     }
 
 
@@ -834,7 +839,9 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
             log(f"  upgrade: {_brief(upgrade)}")
         if scenario.steady_seconds > 0 and install["total_s"] is not None:
             log(f"  steady state: {scenario.steady_seconds:.0f}s idle")
-            idle = steady(bench, scenario.steady_seconds, keys, sampler, pid, scenario.interval)
+            idle = steady(
+                bench, scenario.steady_seconds, keys, sampler, operator, scenario.interval
+            )
             result["phases"]["steady"] = idle
             log(
                 f"  steady: {idle['reconciles']} reconciles, {idle['requests']['total']} "
@@ -864,14 +871,21 @@ POST_RENDER_METRICS = {
 def post_render_metrics(operator: OperatorProcess) -> dict[str, float]:
     """What the operator's metrics say of its Wasm post-renderers: compiles (one per module
     and limits, whatever N is), compile seconds, runs and their seconds."""
+    found = operator_metrics(operator)
+    return {key: found[name] for name, key in POST_RENDER_METRICS.items() if name in found}
+
+
+def operator_metrics(operator: OperatorProcess) -> dict[str, float]:
+    """The operator's metrics, each summed over its labels."""
     url = f"http://127.0.0.1:{operator.health_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     totals: dict[str, float] = {}
     for line in text.splitlines():
-        key = POST_RENDER_METRICS.get(line.split("{", 1)[0].split(" ", 1)[0])
-        if key is not None:
-            totals[key] = round(totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1]), 3)
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        totals[name] = round(totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1]), 3)
     return totals
 
 

@@ -17,6 +17,7 @@ from rudder.config import OperatorConfig
 from rudder.kube.client import ApiError, ClientSettings, KubeClient, connect
 from rudder.kube.discovery import Discovery, invalidate_on_changes
 from rudder.kube.election import ElectionSettings, LeaderElector
+from rudder.kube.shared_watch import SharedWatches
 from rudder.kube.watch import log_unexpected_end
 from rudder.observe import metrics, server, statuspage
 from rudder.observe.preview_page import PreviewView
@@ -84,10 +85,12 @@ async def run_operator(config: OperatorConfig) -> None:
         max_uncompressed=config.max_chart_uncompressed,
         max_index_bytes=config.max_index_size,
     )
-    reconciler = Reconciler(kube, discovery, charts, config)
+    # One list+watch per collection and identity, shared by every reconcile (and preview).
+    watches = SharedWatches()
+    reconciler = Reconciler(kube, discovery, charts, config, watches)
     # Page views read events with a budget of their own, never the reconciles'.
     pages = kube.with_own_limit(PAGE_QPS, PAGE_BURST)
-    page = PageSource(pages, Reconciler(pages, discovery, charts, config))
+    page = PageSource(pages, Reconciler(pages, discovery, charts, config, watches))
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency, gone=reconciler.forget)
@@ -145,5 +148,6 @@ async def run_operator(config: OperatorConfig) -> None:
         await reconciler.sources.stop()
         await reconciler.clusters.close()
         await page.previewer.clusters.close()
+        await watches.close()
         await http.stop()
         await kube.close()

@@ -44,8 +44,18 @@ from typing import Any, Final, Protocol
 from rudder.kube.client import JSON, TRANSPORT_ERRORS, ApiError
 from rudder.kube.discovery import Resource, UnknownKind
 from rudder.kube.kstatus import Status, compute
+from rudder.kube.shared_watch import SharedClient, SharedWatches
 from rudder.kube.ssa import ObjectRef
-from rudder.kube.watch import Backoff, Change, Changed, Listed, ListWatchClient, changes
+from rudder.kube.versions import at_least
+from rudder.kube.watch import (
+    Backoff,
+    Change,
+    Changed,
+    Listed,
+    ListWatchClient,
+    changes,
+    resource_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -377,11 +387,21 @@ class _Group:
     def collection(self) -> str:
         return self.resource.path(self.namespace or None)
 
+    @property
+    def shareable(self) -> bool:
+        """Bare Pods are left to a watch of their own: a namespace's Pods are the largest
+        collection to keep, and charts rarely apply Pods."""
+        return not (self.resource.group == "" and self.resource.kind == "Pod")
+
     def query(self) -> dict[str, str]:
         if len(self.refs) == 1:
             _, name = next(iter(self.refs))
             return {"fieldSelector": f"metadata.name={name}"}
         return {}
+
+
+# An object's apply answer, by group, kind, namespace and name: its resourceVersion.
+_Floor = tuple[str, str, str, str]
 
 
 class _Fatal(Exception):
@@ -508,6 +528,36 @@ class _Watch:
                     raise _Fatal(str(error)) from error
                 await asyncio.sleep(RETRY_START)
 
+    async def follow_shared(
+        self, shared: SharedWatches, group: _Group, floors: Mapping[_Floor, str]
+    ) -> None:
+        """Follow the group in the shared watch of its whole collection until cancelled;
+        returns when that cannot serve (refused, not served, too many collections), for the
+        group's own watch to take over. An object counts only once the cache holds it at
+        least as new as its apply answer (`floors`): an older state would judge the
+        generation before."""
+        if not isinstance(self.kube, SharedClient):
+            return
+        kind = (group.resource.group, group.resource.kind)
+        async with shared.use(self.kube, group.resource.path(group.namespace or None)) as cached:
+            if cached is None or not await cached.wait_synced():
+                return
+            changed = asyncio.Event()
+            stop = cached.listen(list(group.refs), changed.set)
+            try:
+                while cached.refused is None:
+                    changed.clear()
+                    for key in group.refs:
+                        obj = cached.get(key)
+                        floor = floors.get((*kind, *key))
+                        if obj is not None and at_least(resource_version(obj), floor):
+                            await self.observe(group, key, obj)
+                        elif obj is None and cached.caught_up(floor):
+                            await self.observe(group, key, None)
+                    await changed.wait()
+            finally:
+                stop()
+
     async def _feed(self, group: _Group, change: Change) -> None:
         if isinstance(change, Listed):
             await self.apply_listing(group, change.items)
@@ -554,6 +604,7 @@ async def wait_until_ready(
     progress: Progress | None = None,
     progress_every: float = 5.0,
     seen: Sequence[JSON] = (),
+    shared: SharedWatches | None = None,
 ) -> ReadinessReport:
     """Watch `refs` until all are Current, one is Failed, `timeout` seconds pass (<= 0:
     Helm's 30 s) or `cancel` is set; the report's `outcome` says which.
@@ -565,6 +616,9 @@ async def wait_until_ready(
     `progress`, when given, is awaited with the report while the wait goes on: after
     `progress_every` seconds, then at most every `progress_every` seconds, and only when the
     report changed (a quick wait reports nothing). Its exceptions are logged.
+    With `shared`, each collection is followed in the shared watch of rudder's other waits
+    as the same identity (no list or watch of its own); a collection the shared watch
+    cannot serve gets its own list and watch.
     Raises ApiError when the API refuses to list or watch the objects (401, 403); other API
     and connection errors are retried until the time runs out.
     """
@@ -580,9 +634,12 @@ async def wait_until_ready(
     if cancel is not None and cancel.is_set():
         return report(Outcome.CANCELLED)
     groups = await _groups(discovery, watch.settle(seen), watch)
+    floors = {(*_group_kind(obj), *_key(obj)): resource_version(obj) for obj in seen}
 
     async def follow(group: _Group) -> None:
         try:
+            if shared is not None and group.shareable:
+                await watch.follow_shared(shared, group, floors)  # returns if it cannot serve
             await watch.follow(group, deadline)
         except _Fatal as error:
             watch.fatal = error.__cause__ or error

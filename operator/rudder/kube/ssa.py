@@ -18,6 +18,7 @@ from typing import Any
 
 from rudder.kube.client import APPLY_PATCH, JSON, JSON_PATCH, ApiError, KubeClient
 from rudder.kube.discovery import Discovery, Resource, UnknownKind
+from rudder.kube.shared_watch import SharedWatches
 
 _MANAGER_IN_MESSAGE = re.compile(r'conflict with "([^"]+)"')
 # Concurrent requests per stage: enough to hide latency, few enough not to flood the server.
@@ -135,13 +136,22 @@ class StageResult:
 class Applier:
     """Applies, dry-runs, reads and deletes objects as one identity and field manager."""
 
-    def __init__(self, kube: KubeClient, discovery: Discovery, field_manager: str) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        discovery: Discovery,
+        field_manager: str,
+        watches: SharedWatches | None = None,
+    ) -> None:
         self.kube = kube
         self.discovery = discovery
         self.field_manager = field_manager
+        self.watches = watches  # the cluster's shared watches (readiness, release records)
 
     def as_user(self, user: str | None) -> Applier:
-        return Applier(self.kube.impersonate(user), self.discovery, self.field_manager)
+        return Applier(
+            self.kube.impersonate(user), self.discovery, self.field_manager, self.watches
+        )
 
     async def resource_of(self, obj: JSON) -> Resource:
         return await self.discovery.resource(

@@ -66,10 +66,12 @@ DEFAULT_BACKOFF: Final = Backoff()
 @dataclass(frozen=True)
 class Listed:
     """The collection as a list answered. `relisted`: an earlier list was yielded, so
-    changes in between may have been missed as events; this listing is their outcome."""
+    changes in between may have been missed as events; this listing is their outcome.
+    `version`: the list's resourceVersion."""
 
     items: list[JSON]
     relisted: bool
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ async def changes(
                 listing = await kube.get(path, **list_query)
                 version = resource_version(listing, "")
                 items = [item for item in listing.get("items") or [] if isinstance(item, dict)]
-                yield Listed(items, relisted=listed)
+                yield Listed(items, relisted=listed, version=version)
                 listed = True
             window = WATCH_SECONDS
             if deadline is not None:

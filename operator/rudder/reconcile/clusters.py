@@ -34,6 +34,7 @@ from kubernetes_asyncio.config import ConfigException
 from rudder.chart.render import Renderer
 from rudder.kube.client import ClientSettings, ClusterUnreachable, KubeClient, connect
 from rudder.kube.discovery import Discovery
+from rudder.kube.shared_watch import SharedWatches
 from rudder.kube.ssa import Applier
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class RemoteCluster:
 
     async def close(self) -> None:
         self.renderer.close()
+        if self.applier.watches is not None:
+            await self.applier.watches.close()
         await self.kube.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -145,10 +148,18 @@ def _named(config: dict[str, Any], section: str, name: Any) -> dict[str, Any] | 
 
 
 class RemoteClusters:
-    def __init__(self, settings: ClientSettings, field_manager: str, *, allow_exec: bool) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        field_manager: str,
+        *,
+        allow_exec: bool,
+        share_watches: bool = False,
+    ) -> None:
         self.settings = settings
         self.field_manager = field_manager
         self.allow_exec = allow_exec
+        self.share_watches = share_watches  # each cluster gets shared watches of its own
         self._clusters: dict[str, RemoteCluster] = {}
         self._users: dict[Key, str] = {}
         self._connecting = asyncio.Lock()
@@ -212,7 +223,12 @@ class RemoteClusters:
         return RemoteCluster(
             server=server,
             kube=kube,
-            applier=Applier(kube, Discovery(kube), self.field_manager),
+            applier=Applier(
+                kube,
+                Discovery(kube),
+                self.field_manager,
+                SharedWatches() if self.share_watches else None,
+            ),
             renderer=Renderer(path),
             directory=directory,
         )

@@ -8,11 +8,13 @@ and events only); everything an action does to the release goes through
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rudder.chart.source import ChartSource
 from rudder.config import OperatorConfig
 from rudder.kube.client import MERGE_PATCH, ApiError, KubeClient
+from rudder.kube.versions import Floors
+from rudder.kube.watch import resource_version
 from rudder.model import HelmReleaseSpec
 from rudder.observe.events import EventRecorder
 from rudder.postrender.pipeline import PostRenderer
@@ -39,6 +41,9 @@ class Services:
     uninstaller: Uninstaller
     config: OperatorConfig
     instance: str  # this operator process, stamped on the revisions it writes
+    # The resourceVersion of rudder's last write of each HelmRelease (by (namespace, name)):
+    # a reconcile acts on the watched object only once the watch has caught up with it.
+    written: Floors = field(default_factory=Floors)
 
 
 @dataclass
@@ -88,11 +93,11 @@ class Context:
         return self.observed
 
 
-async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) -> Target:
+async def patch_finalizer(services: Services, target: Target, *, present: bool) -> Target:
     """Add or remove rudder's finalizer (as rudder: the HelmRelease is rudder's object);
     the HelmRelease as it is afterwards (a later write must carry its resourceVersion)."""
     try:
-        body = await kube.request(
+        body = await services.kube.request(
             "PATCH",
             target.path,
             body=target.finalizers_patch(present=present),
@@ -102,4 +107,7 @@ async def patch_finalizer(kube: KubeClient, target: Target, *, present: bool) ->
         if error.code != 404 or present:
             raise
         return target
-    return Target(body) if isinstance(body, dict) and body.get("metadata") else target
+    if not isinstance(body, dict) or not body.get("metadata"):
+        return target
+    services.written.wrote(target.key, resource_version(body))
+    return Target(body)

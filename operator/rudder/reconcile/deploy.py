@@ -383,6 +383,7 @@ class Deployer:
             cancel=request.cancel,
             progress=request.on_progress,
             seen=applied,
+            shared=applier.watches,
         )
         if report.outcome is not ReadinessOutcome.CURRENT:
             raise NotReady(report)

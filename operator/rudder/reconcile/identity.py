@@ -103,4 +103,5 @@ class ReleaseClients:
         renderer: Renderer | None = None,
     ) -> ReleaseClients:
         release_side = applier.as_user(user)
-        return cls(kube.impersonate(user), release_side, ReleaseStore(release_side.kube), renderer)
+        store = ReleaseStore(release_side.kube, release_side.watches)
+        return cls(kube.impersonate(user), release_side, store, renderer)

@@ -179,7 +179,12 @@ class Manager:
             try:
                 async with self._limit:
                     started = time.monotonic()
-                    outcome = await self._reconcile(body, slot.run)
+                    # The newest object seen, now that it runs (None: deleted meanwhile).
+                    newest = slot.body
+                    if newest is None:
+                        outcome = Outcome(requeue_after=0.0)
+                    else:
+                        outcome = await self._reconcile(newest, slot.run)
                 result = metrics.reconcile_result(
                     failed=outcome.failed, requeue_after=outcome.requeue_after
                 )

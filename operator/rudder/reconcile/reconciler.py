@@ -1,16 +1,18 @@
 """One reconcile of one HelmRelease: observe, decide, act, report.
 
-    read the object -> observe (identity first; spec, records, chart and values digests)
-        -> decide (pure) -> run the action (UNLOCK: then decide again)
+    the object (from the watch) -> observe (identity first; spec, records, chart and
+        values digests) -> decide (pure) -> run the action (UNLOCK: then decide again)
         -> status: one merge patch, or none when nothing changed
 
-Reads are cheap and always done; writes happen only when the decision calls for them, so
-an unchanged HelmRelease costs reads only. Every failure lands in a condition with a
+The object and its records come from watches once they have caught up with rudder's own
+last writes (`rudder.kube.versions`), else from one direct read each; writes happen only
+when the decision calls for them, so an unchanged HelmRelease costs no request at all. Every failure lands in a condition with a
 specific reason (failures.py) and never touches the previous release or its objects.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,7 +29,9 @@ from rudder.kube.client import (
     KubeClient,
 )
 from rudder.kube.discovery import Discovery
+from rudder.kube.shared_watch import SharedWatches
 from rudder.kube.ssa import Applier
+from rudder.kube.watch import resource_version
 from rudder.observe import metrics
 from rudder.observe.events import EventRecorder
 from rudder.postrender.checks import OutputPolicy
@@ -68,9 +72,11 @@ class Reconciler:
         discovery: Discovery,
         charts: ChartSource,
         config: OperatorConfig,
+        watches: SharedWatches | None = None,
     ) -> None:
         self.kube = kube
-        applier = Applier(kube, discovery, config.field_manager)
+        self.watches = watches
+        applier = Applier(kube, discovery, config.field_manager, watches)
         self.clusters = RemoteClusters(
             ClientSettings(
                 qps=config.kube_api_qps,
@@ -79,6 +85,7 @@ class Reconciler:
             ),
             config.field_manager,
             allow_exec=config.allow_kubeconfig_exec,
+            share_watches=watches is not None,
         )
         self.observer = Observer(kube, applier, charts, config, self.clusters)
         self.services = Services(
@@ -95,13 +102,10 @@ class Reconciler:
         self.wake: Callable[[tuple[str, str]], None] = lambda key: None
         self.sources = SourceWatcher(kube, lambda key: self.wake(key), as_user=kube.impersonate)
 
-    async def __call__(self, event_body: dict[str, object], run: Run) -> Outcome:
-        # The watch may lag behind this process's own last status write; acting on a stale
-        # status would undo it. One read gives the object as it is now.
-        body = await self.kube.get_or_none(Target(event_body).path)
+    async def __call__(self, event_body: JSON, run: Run) -> Outcome:
+        body = await self._current(Target(event_body))
         if body is None:
-            gone = Target(event_body)
-            await self.forget((gone.namespace, gone.name))
+            await self.forget(Target(event_body).key)
             return Outcome(requeue_after=None)
         target = Target(body)
         run.begin(target.generation)
@@ -169,7 +173,7 @@ class Reconciler:
             and drives(observed.records, target.owner)
         ):
             # Removed by hand: deletion would leave the release behind without it.
-            target = await patch_finalizer(self.services.kube, target, present=True)
+            target = await patch_finalizer(self.services, target, present=True)
         for _ in range(MAX_STEPS):
             ctx = Context(
                 target,
@@ -186,8 +190,20 @@ class Reconciler:
         draft.progressing("the release's records keep changing; looking again")
         return Outcome(requeue_after=1.0)
 
+    async def _current(self, seen: Target) -> JSON | None:
+        """The HelmRelease to act on (None: it is gone): the watched object once the watch
+        has caught up with rudder's own last write of it, else one read — acting on a
+        status older than rudder's last status write would undo that write."""
+        if self.services.written.allows(seen.key, resource_version(seen.body)):
+            return copy.deepcopy(seen.body)  # the watch's copy stays as it was delivered
+        body = await self.kube.get_or_none(seen.path)
+        if body is not None:
+            self.services.written.wrote(seen.key, resource_version(body))
+        return body
+
     async def forget(self, key: tuple[str, str]) -> None:
         """The HelmRelease is gone: stop watching its sources, drop its remote cluster."""
+        self.services.written.forget(key)
         self.sources.forget(key)
         await self.clusters.forget(key)
 
@@ -225,12 +241,13 @@ class Reconciler:
             if patch is None:
                 return
             try:
-                await self.kube.request(
+                written = await self.kube.request(
                     "PATCH",
                     f"{target.path}/status",
                     body={"status": patch},
                     content_type=MERGE_PATCH,
                 )
+                self.services.written.wrote(target.key, resource_version(written))
             except ApiError as error:
                 if error.code != 404:  # deleted meanwhile: nothing to report to
                     raise

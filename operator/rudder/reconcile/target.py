@@ -36,6 +36,10 @@ class Target:
         return int(self.meta.get("generation", 0))
 
     @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    @property
     def path(self) -> str:
         return HELMRELEASES.format(namespace=self.namespace, name=self.name)
 

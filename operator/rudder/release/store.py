@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from rudder.kube.client import JSON, ApiError, KubeClient
+from rudder.kube.shared_watch import SharedWatches
+from rudder.kube.watch import resource_version
 from rudder.release.codec import Release, decode_release, release_secret
 
 OWNER_NAME_LABEL = "rudder.dev/owner-name"
@@ -194,12 +196,24 @@ def secret_name(release_name: str, version: int) -> str:
     return f"sh.helm.release.v1.{release_name}.v{version}"
 
 
+# Every Helm release record carries it: the shared watch of a namespace's records.
+HELM_OWNED = "owner=helm"
+# A namespace's records are watched while a release there reconciles at least this often
+# (longer than the default interval, so the steady path reads nothing).
+RECORDS_LINGER = 20 * 60.0
+
+
 class ReleaseStore:
-    def __init__(self, kube: KubeClient) -> None:
+    """Reads and writes release records as one identity. With `watches`, records are read
+    from a shared watch of the namespace's Helm records once it has caught up with this
+    process's own last write of the release (otherwise, and without, one list)."""
+
+    def __init__(self, kube: KubeClient, watches: SharedWatches | None = None) -> None:
         self.kube = kube
+        self.watches = watches
 
     def as_user(self, user: str | None) -> ReleaseStore:
-        return ReleaseStore(self.kube.impersonate(user))
+        return ReleaseStore(self.kube.impersonate(user), self.watches)
 
     @staticmethod
     def _collection(namespace: str) -> str:
@@ -207,11 +221,38 @@ class ReleaseStore:
 
     async def history(self, namespace: str, release_name: str) -> list[Record]:
         """Every revision of the release, oldest first."""
-        listed = await self.kube.get(
-            self._collection(namespace), labelSelector=f"owner=helm,name={release_name}"
-        )
-        records = [Record(item) for item in listed.get("items", [])]
+        path = self._collection(namespace)
+        items = await self._cached(path, release_name)
+        if items is None:
+            listed = await self.kube.get(path, labelSelector=f"{HELM_OWNED},name={release_name}")
+            items = [item for item in listed.get("items", []) if isinstance(item, dict)]
+            self._wrote(path, release_name, resource_version(listed))
+        records = [Record(item) for item in items]
         return sorted(records, key=lambda record: record.version)
+
+    async def _cached(self, path: str, release_name: str) -> list[JSON] | None:
+        """The release's records from the shared watch; None when it cannot answer (yet)."""
+        if self.watches is None:
+            return None
+        floor = self.watches.floors.floor(self.watches.floor_key(self.kube, path, release_name))
+        async with self.watches.use(
+            self.kube, path, label_selector=HELM_OWNED, linger=RECORDS_LINGER
+        ) as cached:
+            if cached is None or not await cached.wait_synced() or not cached.caught_up(floor):
+                return None
+            return [
+                item
+                for item in cached.items()
+                if (item.get("metadata", {}).get("labels") or {}).get("name") == release_name
+            ]
+
+    def _wrote(self, path: str, release_name: str, version: str | None) -> None:
+        """Keep the version of a write (or a direct read) of the release's records: the
+        shared watch is acted on only once it has caught up with it."""
+        if self.watches is not None:
+            self.watches.floors.wrote(
+                self.watches.floor_key(self.kube, path, release_name), version
+            )
 
     @staticmethod
     def new_secret(release: Release, stamp: Stamp) -> JSON:
@@ -228,13 +269,16 @@ class ReleaseStore:
     async def create(self, secret: JSON) -> Record:
         """Store a new revision (`new_secret`); RevisionExists if another writer did first."""
         namespace = str(secret.get("metadata", {}).get("namespace", ""))
+        path = self._collection(namespace)
         try:
-            created = await self.kube.request("POST", self._collection(namespace), body=secret)
+            created = await self.kube.request("POST", path, body=secret)
         except ApiError as error:
             if error.code == 409:
                 raise RevisionExists(str(secret.get("metadata", {}).get("name", ""))) from error
             raise
-        return Record(created)
+        record = Record(created)
+        self._wrote(path, record.labels.get("name", ""), resource_version(created))
+        return record
 
     async def update(
         self, record: Record, release: Release, *, interrupted: bool = False
@@ -256,14 +300,21 @@ class ReleaseStore:
         )
         if interrupted:
             annotations[INTERRUPTED_ANNOTATION] = "true"
-        updated = await self.kube.request(
-            "PUT", f"{self._collection(release.namespace)}/{record.secret_name}", body=body
-        )
+        path = self._collection(release.namespace)
+        updated = await self.kube.request("PUT", f"{path}/{record.secret_name}", body=body)
+        self._wrote(path, release.name, resource_version(updated))
         return Record(updated)
 
     async def delete(self, namespace: str, name: str) -> None:
+        path = self._collection(namespace)
         try:
-            await self.kube.request("DELETE", f"{self._collection(namespace)}/{name}")
+            await self.kube.request("DELETE", f"{path}/{name}")
         except ApiError as error:
             if error.code != 404:
                 raise
+        finally:
+            if self.watches is not None:
+                # The deletion's version is not known: the next read lists.
+                release_name = name.removeprefix("sh.helm.release.v1.").rsplit(".v", 1)[0]
+                key = self.watches.floor_key(self.kube, path, release_name)
+                self.watches.floors.changed_unseen(key)

@@ -34,7 +34,7 @@ async def forget(services: Services, ctx: Context) -> Outcome:
 async def let_go(services: Services, ctx: Context) -> Outcome:
     say = services.events.warning if ctx.decision.warning else services.events.normal
     await say(ctx.target.body, "UninstallSkipped", ctx.decision.reason)
-    await patch_finalizer(services.kube, ctx.target, present=False)
+    await patch_finalizer(services, ctx.target, present=False)
     return Outcome(requeue_after=None)
 
 
@@ -57,7 +57,7 @@ async def deletion_failed(
         await write_status()
         retry = TRANSPORT_RETRY if failure.unreachable else UNINSTALL_RETRY
         return Outcome(requeue_after=retry, failed=True)
-    await patch_finalizer(services.kube, target, present=False)
+    await patch_finalizer(services, target, present=False)
     await services.events.warning(
         target.body,
         "UninstallFailed",
@@ -88,5 +88,5 @@ async def finalize(services: Services, ctx: Context) -> Outcome:
             "UninstallFailed",
             f"{outcome.message}; gave up after {timeout:.0f}s and removed the finalizer",
         )
-    await patch_finalizer(services.kube, ctx.target, present=False)
+    await patch_finalizer(services, ctx.target, present=False)
     return Outcome(requeue_after=None)

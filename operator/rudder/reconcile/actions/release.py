@@ -66,7 +66,7 @@ async def install_or_upgrade(services: Services, ctx: Context) -> Outcome:
         draft.condition("Released", "False", "OutOfBandRevision", ctx.decision.reason)
         await services.events.warning(ctx.target.body, "OutOfBandRevision", ctx.decision.reason)
     if not ctx.target.has_finalizer:
-        ctx.target = await patch_finalizer(services.kube, ctx.target, present=True)
+        ctx.target = await patch_finalizer(services, ctx.target, present=True)
 
     started = time.monotonic()
     # A retry of the same inputs keeps reporting its last failure until it succeeds, so a
