@@ -389,9 +389,11 @@ class _Group:
 
     @property
     def shareable(self) -> bool:
-        """Bare Pods are left to a watch of their own: a namespace's Pods are the largest
-        collection to keep, and charts rarely apply Pods."""
-        return not (self.resource.group == "" and self.resource.kind == "Pod")
+        """Whether the group is followed in a shared watch of its namespace's collection.
+        Cluster-scoped kinds (CRDs: large, and all of the cluster's) and bare Pods (a
+        namespace's largest collection, rarely in charts) get a watch of their own."""
+        bare_pods = self.resource.group == "" and self.resource.kind == "Pod"
+        return bool(self.namespace) and not bare_pods
 
     def query(self) -> dict[str, str]:
         if len(self.refs) == 1:

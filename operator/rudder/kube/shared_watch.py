@@ -163,9 +163,9 @@ class SharedCollection:
                     self.version = resource_version(change.object, self.version or "")
                     self._notify(key)
         except ApiError as error:
-            log.info(
-                "shared watch of %s as %s refused: %s", self.path, self.kube.impersonate_user, error
-            )
+            # Often a tenant allowed to list but not watch: its readers read directly.
+            user = self.kube.impersonate_user or "rudder"
+            log.debug("shared watch of %s as %s refused: %s", self.path, user, error)
             self.refused = error
             self.refused_at = asyncio.get_running_loop().time()
             self._settled.set()

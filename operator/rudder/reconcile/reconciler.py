@@ -6,8 +6,9 @@
 
 The object and its records come from watches once they have caught up with rudder's own
 last writes (`rudder.kube.versions`), else from one direct read each; writes happen only
-when the decision calls for them, so an unchanged HelmRelease costs no request at all. Every failure lands in a condition with a
-specific reason (failures.py) and never touches the previous release or its objects.
+when the decision calls for them, so an unchanged HelmRelease costs no request at all.
+Every failure lands in a condition with a specific reason (failures.py) and never touches
+the previous release or its objects.
 """
 
 from __future__ import annotations
