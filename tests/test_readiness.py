@@ -804,6 +804,9 @@ class SharedApi(FakeApi):
     remote = ""
     impersonate_user: str | None = None
 
+    async def request(self, method: str, path: str, **_: Any) -> JSON:
+        raise AssertionError("readiness lists whole objects through get")
+
 
 def with_version(obj: JSON, version: int) -> JSON:
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(version)}}

@@ -1,7 +1,7 @@
 """Shared list+watches (`rudder.kube.shared_watch`), the write-your-own-reads floors
 (`rudder.kube.versions`) and the release store reading records through them, against a
 scripted stand-in for the API. The real API server is exercised by the scale benchmark's
-smoke run (requests per install) and the end-to-end suite."""
+smoke run (requests per install, none while idle) and the end-to-end suite."""
 
 from __future__ import annotations
 
@@ -10,78 +10,103 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rudder.kube.client import JSON, ApiError
-from rudder.kube.shared_watch import SharedWatches
-from rudder.kube.versions import UNKNOWN, Floors, at_least
+from rudder.kube.shared_watch import METADATA_LIST, METADATA_OBJECT, SharedWatches
+from rudder.kube.versions import Floors, at_least
 from rudder.release.store import HELM_OWNED, ReleaseStore
 
 SECRETS = "/api/v1/namespaces/apps/secrets"
 
 
-def secret(name: str, release: str, version: int) -> JSON:
+def secret(name: str, release: str, version: int = 0) -> JSON:
     return {
         "metadata": {
             "name": name,
             "namespace": "apps",
+            "uid": f"uid-{name}",
             "resourceVersion": str(version),
             "labels": {"owner": "helm", "name": release, "version": "1", "status": "deployed"},
             "managedFields": [{"manager": "rudder"}],
-        }
+        },
+        "data": {"release": "payload"},
     }
 
 
+def metadata_only(obj: JSON) -> JSON:
+    return {"kind": "PartialObjectMetadata", "metadata": obj["metadata"]}
+
+
 class Api:
-    """One collection; every watch plays the events sent to it. Counts lists and watches,
-    and answers writes with the next resourceVersion."""
+    """One collection; every watch plays the events sent to it. Records lists (with what
+    they accepted) and watches, and answers writes with the next resourceVersion."""
 
     def __init__(self, items: list[JSON] | None = None, user: str | None = None) -> None:
         self.items = list(items or [])
         self.version = 10
-        self.lists: list[dict[str, Any]] = []
-        self.watches: list[dict[str, Any]] = []
-        self.events: asyncio.Queue[JSON] = asyncio.Queue()
-        self.refuse: ApiError | None = None
+        self.lists: list[tuple[dict[str, Any], str]] = []
+        self.watches: list[str] = []
+        self.events: asyncio.Queue[JSON | BaseException] = asyncio.Queue()
+        self.refuse: BaseException | None = None
         self.api = object()
         self.remote = ""
         self.impersonate_user = user
 
     def impersonate(self, user: str | None) -> Api:
         other = Api(self.items, user)
-        other.api, other.events, other.lists, other.watches = (
-            self.api,
-            self.events,
-            self.lists,
-            self.watches,
-        )
+        other.api, other.events, other.lists = self.api, self.events, self.lists
         return other
 
     async def get(self, path: str, **query: str | int | bool) -> JSON:
-        self.lists.append(dict(query))
-        if self.refuse is not None:
-            raise self.refuse
-        wanted = str(query.get("labelSelector", "")).split(",")
-        items = [
-            item
-            for item in self.items
-            if all(
-                (item["metadata"]["labels"]).get(k) == v
-                for k, _, v in (term.partition("=") for term in wanted if term)
-            )
-        ]
-        return {"metadata": {"resourceVersion": str(self.version)}, "items": items}
+        return await self.request("GET", path, query=dict(query))
 
-    async def watch(
-        self, path: str, *, resource_version: str, timeout_seconds: int = 300, **query: str
-    ) -> AsyncIterator[JSON]:
-        self.watches.append(dict(query))
-        while True:
-            yield await self.events.get()
-
-    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> JSON:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        accept: str = "application/json",
+        **_: Any,
+    ) -> JSON:
+        if method == "GET":
+            self.lists.append((dict(query or {}), accept))
+            if self.refuse is not None:
+                raise self.refuse
+            wanted = [
+                t.partition("=")
+                for t in str((query or {}).get("labelSelector", "")).split(",")
+                if t
+            ]
+            items = [
+                metadata_only(item) if accept == METADATA_LIST else item
+                for item in self.items
+                if all(item["metadata"]["labels"].get(k) == v for k, _, v in wanted)
+            ]
+            return {"metadata": {"resourceVersion": str(self.version)}, "items": items}
         self.version += 1
         if body is None:  # a deletion
             return {"kind": "Status", "status": "Success"}
-        written = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
-        return written
+        meta = {**body["metadata"], "resourceVersion": str(self.version)}
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        return {**body, "metadata": meta}
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        accept: str = "application/json",
+        **query: str,
+    ) -> AsyncIterator[JSON]:
+        self.watches.append(accept)
+        while True:
+            event = await self.events.get()
+            if isinstance(event, BaseException):
+                raise event
+            if accept == METADATA_OBJECT and event["type"] != "BOOKMARK":
+                event = {"type": event["type"], "object": metadata_only(event["object"])}
+            yield event
 
     def send(self, kind: str, obj: JSON) -> JSON:
         self.version += 1
@@ -91,7 +116,7 @@ class Api:
 
 
 async def settle() -> None:
-    for _ in range(5):
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
@@ -102,18 +127,21 @@ def test_versions_compare_as_numbers_and_anything_else_is_not_caught_up() -> Non
     assert not at_least("abc", "1")
     assert not at_least("5", "abc")
     assert not at_least(None, "1")
+
+
+def test_floors_rise_and_remember_deletions_until_met() -> None:
     floors = Floors()
+    assert floors.allows("r", "1")
     floors.wrote("r", "20")
     floors.wrote("r", "15")  # an older answer does not lower the floor
-    assert floors.floor("r") == "20"
+    assert floors.floor("r") is not None
+    assert floors.floor("r").version == "20"  # type: ignore[union-attr]
     assert floors.allows("r", "20")
     assert not floors.allows("r", "19")
-    floors.changed_unseen("r")
-    assert floors.floor("r") == UNKNOWN
-    assert not floors.allows("r", "999")
-    floors.wrote("r", "30")
-    assert floors.allows("r", "30")
-    assert floors.allows("other", "1")
+    floors.deleted("r", "sh.helm.release.v1.r.v1")
+    assert floors.floor("r").absent == {"sh.helm.release.v1.r.v1"}  # type: ignore[union-attr]
+    floors.forget("r")
+    assert floors.floor("r") is None
 
 
 async def test_users_of_one_collection_share_its_list_and_watch() -> None:
@@ -127,41 +155,51 @@ async def test_users_of_one_collection_share_its_list_and_watch() -> None:
             assert first is second
             assert first is not None
             assert await first.wait_synced()
-        assert api.lists == [{"labelSelector": HELM_OWNED}]
+        assert api.lists == [({"labelSelector": HELM_OWNED}, "application/json")]
         assert first.get(("apps", "s1")) is not None
         assert "managedFields" not in first.get(("apps", "s1"))["metadata"]  # type: ignore[index]
         # Another identity gets a collection of its own: it sees only what it may list.
-        async with shared.use(
-            api.impersonate("tenant"), SECRETS, label_selector=HELM_OWNED
-        ) as other:
+        tenant = api.impersonate("tenant")
+        async with shared.use(tenant, SECRETS, label_selector=HELM_OWNED) as other:
             assert other is not first
-        assert len(shared) == 2
+        # So does a metadata-only watch of the same collection: it asks for metadata alone.
+        async with shared.use(api, SECRETS, label_selector=HELM_OWNED, metadata_only=True) as meta:
+            assert meta is not None
+            assert await meta.wait_synced()
+            assert "data" not in meta.get(("apps", "s1"))  # type: ignore[operator]
+        assert api.lists[-1][1] == METADATA_LIST
+        assert len(shared) == 3
     finally:
         await shared.close()
 
 
-async def test_listeners_hear_only_their_objects() -> None:
+async def test_listeners_hear_only_their_objects_and_bookmarks_move_the_version() -> None:
     api = Api([secret("a", "web", 5), secret("b", "api", 6)])
     shared = SharedWatches()
-    heard: list[str] = []
+    heard: list[object] = []
     try:
         async with shared.use(api, SECRETS) as cached:
             assert cached is not None
             assert await cached.wait_synced()
-            stop = cached.listen([("apps", "a")], lambda: heard.append("a"))
-            api.send("MODIFIED", secret("b", "api", 0))
-            changed = api.send("MODIFIED", secret("a", "web", 0))
+            stop = cached.listen([("apps", "a")], heard.append)
+            api.send("MODIFIED", secret("b", "api"))
+            changed = api.send("MODIFIED", secret("a", "web"))
             await settle()
-            assert heard == ["a"]
+            assert heard == [("apps", "a")]
             assert cached.version == changed["metadata"]["resourceVersion"]
-            api.send("DELETED", secret("a", "web", 0))
+            api.send("DELETED", secret("a", "web"))
             await settle()
             assert cached.get(("apps", "a")) is None
-            assert heard == ["a", "a"]
-            stop()
-            api.send("ADDED", secret("a", "web", 0))
+            assert len(heard) == 2
+            api.events.put_nowait(
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "99"}}}
+            )
             await settle()
-            assert heard == ["a", "a"]
+            assert cached.caught_up("99")
+            stop()
+            api.send("ADDED", secret("a", "web"))
+            await settle()
+            assert len(heard) == 2
     finally:
         await shared.close()
 
@@ -179,52 +217,99 @@ async def test_an_unused_collection_closes_after_it_lingered() -> None:
     assert cached.task.cancelled()
 
 
-async def test_past_the_limit_and_when_refused_readers_read_themselves() -> None:
+async def test_a_collection_that_stops_tells_its_readers_and_leaves() -> None:
+    api = Api()
+    shared = SharedWatches()
+    heard: list[object] = []
+    async with shared.use(api, SECRETS) as cached:
+        assert cached is not None
+        assert await cached.wait_synced()
+        cached.listen([("apps", "x")], heard.append)
+        await shared.close()
+        await settle()
+        assert heard == [None]
+        assert not cached.synced
+    async with shared.use(api, SECRETS) as after:
+        assert after is None  # closed: readers read the API themselves
+
+
+async def test_at_the_limit_the_longest_idle_collection_makes_room() -> None:
     api = Api()
     shared = SharedWatches(limit=1)
     try:
         async with shared.use(api, SECRETS) as first:
             assert first is not None
             async with shared.use(api, "/api/v1/namespaces/other/secrets") as second:
-                assert second is None
+                assert second is None  # the first is in use
+        async with shared.use(api, "/api/v1/namespaces/other/secrets") as third:
+            assert third is not None  # the first was idle: closed to make room
+        assert len(shared) == 1
+    finally:
+        await shared.close()
+
+
+async def test_refused_or_unlisted_collections_send_readers_to_the_api() -> None:
+    shared = SharedWatches()
+    try:
         refused = Api(user="tenant")
         refused.refuse = ApiError(403, {"message": "forbidden"}, "GET", SECRETS)
-        await shared.close()
         async with shared.use(refused, SECRETS) as cached:
             assert cached is not None
             assert not await cached.wait_synced()
         async with shared.use(refused, SECRETS) as again:
             assert again is None  # not tried again at once
         assert len(refused.lists) == 1
+        away = Api(user="other")
+        away.refuse = OSError("connection refused")
+        async with shared.use(away, SECRETS) as cached:
+            assert cached is not None
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert not await cached.wait_synced()
+            assert loop.time() - started < 1  # not the whole SYNC_WAIT
     finally:
         await shared.close()
 
 
 async def test_the_store_reads_records_from_the_watch_once_caught_up_with_its_writes() -> None:
     api = Api([secret("sh.helm.release.v1.web.v1", "web", 5), secret("x", "api", 6)])
+    api.version = 50  # the list's version is newer than any record in it
     shared = SharedWatches()
     store = ReleaseStore(api, shared)  # type: ignore[arg-type]
     try:
+        # After a restart no body is kept: one list of the release brings them.
         first = await store.history("apps", "web")
         assert [r.secret_name for r in first] == ["sh.helm.release.v1.web.v1"]
-        assert len(api.lists) == 1  # the shared list, not one of the release's own
-        await store.history("apps", "web")
-        assert len(api.lists) == 1
+        assert api.lists[-1] == ({"labelSelector": f"{HELM_OWNED},name=web"}, "application/json")
+        before = len(api.lists)
+        # From then on, nothing is read: the watch has what that list showed.
+        for _ in range(3):
+            assert [r.secret_name for r in await store.history("apps", "web")] == [
+                "sh.helm.release.v1.web.v1"
+            ]
+        assert len(api.lists) == before
         # rudder writes revision 2; until the watch delivers it, the store lists.
-        created = await store.create(secret("sh.helm.release.v1.web.v2", "web", 0))
-        listed_before = len(api.lists)
+        created = await store.create(secret("sh.helm.release.v1.web.v2", "web"))
         api.items.append(created.secret)
         await store.history("apps", "web")
-        assert len(api.lists) == listed_before + 1
-        assert api.lists[-1] == {"labelSelector": f"{HELM_OWNED},name=web"}
+        assert len(api.lists) == before + 1
         api.events.put_nowait({"type": "ADDED", "object": created.secret})
         await settle()
         names = [r.secret_name for r in await store.history("apps", "web")]
         assert names == ["sh.helm.release.v1.web.v1", "sh.helm.release.v1.web.v2"]
-        assert len(api.lists) == listed_before + 1
-        # A deletion's version is not known: the next read lists.
+        assert len(api.lists) == before + 1
+        # A deletion: the cache counts again once it no longer holds the name.
         await store.delete("apps", "sh.helm.release.v1.web.v1")
+        api.items = [i for i in api.items if i["metadata"]["name"] != "sh.helm.release.v1.web.v1"]
         await store.history("apps", "web")
-        assert len(api.lists) == listed_before + 2
+        assert len(api.lists) == before + 2
+        api.send("DELETED", secret("sh.helm.release.v1.web.v1", "web"))
+        await settle()
+        names = [r.secret_name for r in await store.history("apps", "web")]
+        assert names == ["sh.helm.release.v1.web.v2"]
+        assert len(api.lists) == before + 2
+        # Uninstall reads what the API holds, whatever the watch saw.
+        await store.history("apps", "web", fresh=True)
+        assert len(api.lists) == before + 3
     finally:
         await shared.close()

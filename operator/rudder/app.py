@@ -85,12 +85,13 @@ async def run_operator(config: OperatorConfig) -> None:
         max_uncompressed=config.max_chart_uncompressed,
         max_index_bytes=config.max_index_size,
     )
-    # One list+watch per collection and identity, shared by every reconcile (and preview).
+    # One list+watch per collection and identity, shared by every reconcile.
     watches = SharedWatches()
     reconciler = Reconciler(kube, discovery, charts, config, watches)
     # Page views read events with a budget of their own, never the reconciles'.
     pages = kube.with_own_limit(PAGE_QPS, PAGE_BURST)
-    page = PageSource(pages, Reconciler(pages, discovery, charts, config, watches))
+    # Previews read directly: they are rare, and a remote cluster is closed after each one.
+    page = PageSource(pages, Reconciler(pages, discovery, charts, config))
 
     def make_manager() -> Manager:
         manager = Manager(reconciler, concurrency=config.concurrency, gone=reconciler.forget)

@@ -223,9 +223,16 @@ class KubeClient:
             raise
 
     async def watch(
-        self, path: str, *, resource_version: str, timeout_seconds: int = 300, **query: str
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        accept: str = "application/json",
+        **query: str,
     ) -> AsyncIterator[JSON]:
-        """Yield watch events (`{"type", "object"}`) until the server ends the stream."""
+        """Yield watch events (`{"type", "object"}`) until the server ends the stream;
+        `accept` may ask for metadata only (PartialObjectMetadata)."""
         params: dict[str, str | int | bool] = {
             "watch": True,
             "resourceVersion": resource_version,
@@ -240,6 +247,7 @@ class KubeClient:
             body=None,
             content_type=None,
             request_timeout=timeout_seconds + 30,
+            accept=accept,
         )
         async with response:
             if response.status >= 400:

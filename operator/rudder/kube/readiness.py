@@ -51,6 +51,7 @@ from rudder.kube.watch import (
     Backoff,
     Change,
     Changed,
+    Interrupted,
     Listed,
     ListWatchClient,
     changes,
@@ -544,19 +545,27 @@ class _Watch:
         async with shared.use(self.kube, group.resource.path(group.namespace or None)) as cached:
             if cached is None or not await cached.wait_synced():
                 return
+            dirty: set[tuple[str, str]] = set(group.refs)  # judged again: only what changed
             changed = asyncio.Event()
-            stop = cached.listen(list(group.refs), changed.set)
+
+            def heard(key: tuple[str, str] | None) -> None:
+                dirty.update(group.refs if key is None else (key,))
+                changed.set()
+
+            stop = cached.listen(list(group.refs), heard)
             try:
-                while cached.refused is None:
+                while cached.synced:
                     changed.clear()
-                    for key in group.refs:
+                    keys, dirty = list(dirty), set()
+                    for key in keys:
                         obj = cached.get(key)
                         floor = floors.get((*kind, *key))
                         if obj is not None and at_least(resource_version(obj), floor):
                             await self.observe(group, key, obj)
                         elif obj is None and cached.caught_up(floor):
                             await self.observe(group, key, None)
-                    await changed.wait()
+                    if not dirty:
+                        await changed.wait()
             finally:
                 stop()
 
@@ -566,7 +575,11 @@ class _Watch:
         elif isinstance(change, Changed):
             obj = None if change.type == "DELETED" else change.object
             await self.observe(group, _key(change.object), obj)
-        elif isinstance(change.error, ApiError) and change.error.code == 404:
+        elif (
+            isinstance(change, Interrupted)
+            and isinstance(change.error, ApiError)
+            and change.error.code == 404
+        ):
             # The collection is not served (any more).
             message = change.error.message or str(change.error)
             for refs in group.refs.values():

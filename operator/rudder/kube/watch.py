@@ -83,6 +83,14 @@ class Changed:
 
 
 @dataclass(frozen=True)
+class Bookmark:
+    """The server's word that the collection has no change up to `version` (only with
+    `bookmarks=True`): a cache is as new as that version."""
+
+    version: str
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """The list or watch failed with `error` (not a fatal one); it is retried after a
     back-off. Transport errors resume the watch; API errors list again."""
@@ -90,7 +98,7 @@ class Interrupted:
     error: BaseException
 
 
-Change = Listed | Changed | Interrupted
+Change = Listed | Changed | Interrupted | Bookmark
 
 
 async def changes(
@@ -102,12 +110,14 @@ async def changes(
     backoff: Backoff = DEFAULT_BACKOFF,
     deadline: float | None = None,
     list_limit: int | None = None,
+    bookmarks: bool = False,
 ) -> AsyncGenerator[Change, None]:
     """List, then watch, `path` (with `query`, e.g. a field selector) until cancelled.
 
     Raises the ApiError of a list or watch refused with a code in `fatal`; nothing else
     ends it. `deadline` (event loop time) caps each watch request so the server ends it by
-    then. `list_limit` is for callers that need the resourceVersion and not the items.
+    then. `list_limit` is for callers that need the resourceVersion and not the items;
+    `bookmarks` yields the server's bookmarks too (`Bookmark`).
     Use it under `contextlib.aclosing` when leaving the loop early, so the open watch
     request is closed at once.
     """
@@ -144,6 +154,8 @@ async def changes(
                     version = resource_version(obj, version)
                     if kind in CHANGE_TYPES:
                         yield Changed(str(kind), obj)
+                    elif kind == "BOOKMARK" and bookmarks:
+                        yield Bookmark(version)
             finally:
                 close = getattr(stream, "aclose", None)
                 if close is not None:

@@ -123,8 +123,9 @@ class Observer:
         observed = base
         for identity in candidates:
             clients = await self._clients(target, identity)
+            # Uninstall acts on what the API holds, whatever a watch last saw.
             observed = await with_history(
-                dataclasses.replace(base, identity=identity, clients=clients)
+                dataclasses.replace(base, identity=identity, clients=clients), fresh=True
             )
             if drives(observed.records, base.owner):
                 break
@@ -431,12 +432,13 @@ async def _secret_data(
     return {key: base64.b64decode(value) for key, value in data.items() if value}
 
 
-async def with_history(observed: Observed) -> Observed:
-    """`observed` with the release's records read (again), as its identity."""
+async def with_history(observed: Observed, *, fresh: bool = False) -> Observed:
+    """`observed` with the release's records read (again), as its identity; `fresh`: from
+    the API itself, not the shared watch."""
     assert observed.identity is not None
     assert observed.clients is not None
     identity = observed.identity
     records = await observed.clients.store.history(
-        identity.storage_namespace, identity.release_name
+        identity.storage_namespace, identity.release_name, fresh=fresh
     )
     return observed.with_records(records)

@@ -20,6 +20,7 @@ from functools import cached_property
 
 from rudder.kube.client import JSON, ApiError, KubeClient
 from rudder.kube.shared_watch import SharedWatches
+from rudder.kube.versions import as_number
 from rudder.kube.watch import resource_version
 from rudder.release.codec import Release, decode_release, release_secret
 
@@ -192,6 +193,10 @@ class ReleaseTooLarge(Exception):
         self.size = size
 
 
+def _as_int(version: str) -> int:
+    return as_number(version) or 0
+
+
 def secret_name(release_name: str, version: int) -> str:
     return f"sh.helm.release.v1.{release_name}.v{version}"
 
@@ -201,12 +206,55 @@ HELM_OWNED = "owner=helm"
 # A namespace's records are watched while a release there reconciles at least this often
 # (longer than the default interval, so the steady path reads nothing).
 RECORDS_LINGER = 20 * 60.0
+# The record bodies kept in memory, all identities together: rudder's own writes and the
+# records of its direct reads. Past it, the least recently used go (and are listed again).
+BODIES_BUDGET = 64 * 1024 * 1024
+
+
+class RecordBodies:
+    """Whole record Secrets by (uid, resourceVersion), within a byte budget. A record's
+    content never changes under one version, and an identity that may list a record's
+    metadata may list the record itself, so a body is shared whoever read or wrote it."""
+
+    def __init__(self, budget: int = BODIES_BUDGET) -> None:
+        self.budget = budget
+        self.size = 0
+        self._bodies: OrderedDict[tuple[str, str], tuple[JSON, int]] = OrderedDict()
+
+    @staticmethod
+    def key(secret: JSON) -> tuple[str, str]:
+        meta = secret.get("metadata") or {}
+        return str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
+
+    def keep(self, secret: JSON) -> None:
+        key = self.key(secret)
+        if not all(key) or key in self._bodies:
+            return
+        size = sum(len(str(value)) for value in (secret.get("data") or {}).values()) + 1024
+        self._bodies[key] = (secret, size)
+        self.size += size
+        while self.size > self.budget and self._bodies:
+            _, (_, dropped) = self._bodies.popitem(last=False)
+            self.size -= dropped
+
+    def get(self, meta_only: JSON) -> JSON | None:
+        """The whole record a metadata-only one stands for, if kept."""
+        key = self.key(meta_only)
+        found = self._bodies.get(key)
+        if found is None:
+            return None
+        self._bodies.move_to_end(key)
+        return found[0]
+
+
+_BODIES = RecordBodies()
 
 
 class ReleaseStore:
-    """Reads and writes release records as one identity. With `watches`, records are read
-    from a shared watch of the namespace's Helm records once it has caught up with this
-    process's own last write of the release (otherwise, and without, one list)."""
+    """Reads and writes release records as one identity. With `watches`, a release's
+    records are found in a shared metadata-only watch of the namespace's Helm records,
+    once it has caught up with this process's own writes of the release, and their bodies
+    in `RecordBodies`; otherwise (and without `watches`, or `fresh`) one list."""
 
     def __init__(self, kube: KubeClient, watches: SharedWatches | None = None) -> None:
         self.kube = kube
@@ -219,40 +267,59 @@ class ReleaseStore:
     def _collection(namespace: str) -> str:
         return f"/api/v1/namespaces/{namespace}/secrets"
 
-    async def history(self, namespace: str, release_name: str) -> list[Record]:
-        """Every revision of the release, oldest first."""
+    async def history(
+        self, namespace: str, release_name: str, *, fresh: bool = False
+    ) -> list[Record]:
+        """Every revision of the release, oldest first; `fresh` reads the API directly
+        (uninstall acts on what the API holds, whatever a watch last saw)."""
         path = self._collection(namespace)
-        items = await self._cached(path, release_name)
+        items = None if fresh else await self._cached(namespace, release_name)
         if items is None:
             listed = await self.kube.get(path, labelSelector=f"{HELM_OWNED},name={release_name}")
             items = [item for item in listed.get("items", []) if isinstance(item, dict)]
-            self._wrote(path, release_name, resource_version(listed))
+            for item in items:
+                _BODIES.keep(item)
+            # The cache must hold at least what this list showed.
+            newest = max((resource_version(item) for item in items), key=_as_int, default="")
+            if newest:
+                self._wrote(path, release_name, newest)
         records = [Record(item) for item in items]
         return sorted(records, key=lambda record: record.version)
 
-    async def _cached(self, path: str, release_name: str) -> list[JSON] | None:
-        """The release's records from the shared watch; None when it cannot answer (yet)."""
+    async def _cached(self, namespace: str, release_name: str) -> list[JSON] | None:
+        """The release's records from the shared watch and the kept bodies; None when they
+        cannot answer (yet)."""
         if self.watches is None:
             return None
-        floor = self.watches.floors.floor(self.watches.floor_key(self.kube, path, release_name))
+        path = self._collection(namespace)
+        key = self.watches.floor_key(self.kube, path, release_name)
+        floor = self.watches.floors.floor(key)
         async with self.watches.use(
-            self.kube, path, label_selector=HELM_OWNED, linger=RECORDS_LINGER
+            self.kube, path, label_selector=HELM_OWNED, metadata_only=True, linger=RECORDS_LINGER
         ) as cached:
-            if cached is None or not await cached.wait_synced() or not cached.caught_up(floor):
+            if cached is None or not await cached.wait_synced():
                 return None
-            return [
-                item
-                for item in cached.items()
-                if (item.get("metadata", {}).get("labels") or {}).get("name") == release_name
-            ]
+            if floor is not None:
+                gone = not any(cached.get((namespace, name)) for name in floor.absent)
+                if not gone or not cached.caught_up(floor.version):
+                    return None
+                self.watches.floors.forget(key)
+            bodies = []
+            for item in cached.items():
+                if (item.get("metadata", {}).get("labels") or {}).get("name") != release_name:
+                    continue
+                body = _BODIES.get(item)
+                if body is None:
+                    return None  # not kept (a restart, the budget): one list brings it
+                bodies.append(body)
+            return bodies
 
     def _wrote(self, path: str, release_name: str, version: str | None) -> None:
-        """Keep the version of a write (or a direct read) of the release's records: the
-        shared watch is acted on only once it has caught up with it."""
+        """Keep the version of a write (or what a direct read showed) of the release's
+        records: the shared watch is acted on only once it has caught up with it."""
         if self.watches is not None:
-            self.watches.floors.wrote(
-                self.watches.floor_key(self.kube, path, release_name), version
-            )
+            key = self.watches.floor_key(self.kube, path, release_name)
+            self.watches.floors.wrote(key, version)
 
     @staticmethod
     def new_secret(release: Release, stamp: Stamp) -> JSON:
@@ -276,6 +343,7 @@ class ReleaseStore:
             if error.code == 409:
                 raise RevisionExists(str(secret.get("metadata", {}).get("name", ""))) from error
             raise
+        _BODIES.keep(created)
         record = Record(created)
         self._wrote(path, record.labels.get("name", ""), resource_version(created))
         return record
@@ -302,6 +370,7 @@ class ReleaseStore:
             annotations[INTERRUPTED_ANNOTATION] = "true"
         path = self._collection(release.namespace)
         updated = await self.kube.request("PUT", f"{path}/{record.secret_name}", body=body)
+        _BODIES.keep(updated)
         self._wrote(path, release.name, resource_version(updated))
         return Record(updated)
 
@@ -314,7 +383,7 @@ class ReleaseStore:
                 raise
         finally:
             if self.watches is not None:
-                # The deletion's version is not known: the next read lists.
+                # A deletion's version is not known: the cache counts once it lacks the name.
                 release_name = name.removeprefix("sh.helm.release.v1.").rsplit(".v", 1)[0]
                 key = self.watches.floor_key(self.kube, path, release_name)
-                self.watches.floors.changed_unseen(key)
+                self.watches.floors.deleted(key, name)
