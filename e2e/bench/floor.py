@@ -67,6 +67,11 @@ class _Client:
             headers={"Authorization": f"Bearer {token}", "User-Agent": "rudder-floor"},
         )
 
+    async def get(self, path: str) -> Any:
+        async with self.session.get(self.server + path) as response:
+            response.raise_for_status()
+            return await response.json()
+
     async def send(
         self, method: str, path: str, body: Any, content_type: str = "application/json"
     ) -> None:
@@ -158,21 +163,48 @@ async def _write_all(kubeconfig: Path, releases: Sequence[FloorRelease]) -> list
     return done
 
 
+async def _all_observed(kubeconfig: Path, releases: Sequence[FloorRelease]) -> float:
+    """When every Deployment written has been observed by its controller (what rudder's
+    readiness wait waits for at replicas 0): one list per namespace every 0.2 s, made after
+    the floor's writes, so outside its counted requests."""
+    client = _Client(kubeconfig)
+    wanted = {(r.namespace, o["metadata"]["name"]) for r in releases for o in r.objects
+              if o["kind"] == "Deployment"}  # fmt: skip
+    namespaces = sorted({namespace for namespace, _ in wanted})
+    try:
+        while True:
+            observed = set()
+            for namespace in namespaces:
+                listed = await client.get(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+                for item in listed.get("items", []):
+                    meta, status = item["metadata"], item.get("status") or {}
+                    if status.get("observedGeneration") == meta.get("generation"):
+                        observed.add((namespace, meta["name"]))
+            if wanted <= observed:
+                return time.monotonic()
+            await asyncio.sleep(0.2)
+    finally:
+        await client.session.close()
+
+
 def run_floor(
     kubeconfig: Path,
     releases: Sequence[FloorRelease],
     apply_helmreleases: Callable[[], None],
 ) -> dict[str, Any]:
-    """Apply the HelmReleases (as rudder's wave does), then make the writes; the times."""
+    """Apply the HelmReleases (as rudder's wave does), then make the writes; the times, and
+    when the Deployments' controller had observed them all (`observed_s`)."""
     start = time.monotonic()
     apply_helmreleases()
     applied = time.monotonic()
     done = asyncio.run(_write_all(kubeconfig, releases))
     end = max(done) if done else applied
+    observed = asyncio.run(_all_observed(kubeconfig, releases))
     return {
         "total_s": round(end - start, 2),
         "apply_s": round(applied - start, 2),
         "writes_s": round(end - applied, 2),
+        "observed_s": round(observed - start, 2),
         "start": start,
         "end": end,
     }
