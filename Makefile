@@ -57,9 +57,10 @@ demo-stop:
 	$(BIN)/python e2e/demo.py stop
 
 # The scale benchmark on its own local control plane (e2e/bench/README.md); N=200 default.
+# --flux builds Flux's two controllers on first use (e2e/build-tools.sh flux).
 N ?= 200
 bench: setup
-	$(BIN)/python e2e/bench/bench_releases.py --n $(N) --replicas 0,1 --helm-baseline
+	$(BIN)/python e2e/bench/bench_releases.py --n $(N) --replicas 0,1 --helm-baseline --flux
 
 # Fault injection on its own local control plane (e2e/chaos/README.md): kill -9 the operator
 # CHAOS_KILLS times during waves of CHAOS_N HelmReleases, kill the leader of two replicas,

@@ -6,6 +6,8 @@
 # Afterwards $RUDDER_CACHE/tools holds plain-named links to the pinned builds:
 #   kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm helm3 cosign
 #   kustomize kustomize.wasm wasm-plugins/
+# and, only when asked for (`build-tools.sh flux`, for the benchmark's --flux; not in the
+# default list): helm-controller source-controller
 # A warm run only re-links; a cold run on 2 cores takes tens of minutes.
 set -euo pipefail
 
@@ -69,6 +71,47 @@ build_etcd() {
     go mod tidy >/dev/null
     mkdir -p "$out"
     go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$work"
+  touch "$out/.complete"
+}
+
+# replace_lines GOMOD: its replace directives, one `OLD [V] => NEW [V]` a line.
+replace_lines() {
+  awk '{ sub(/\/\/.*/, "") }
+       /^replace[ \t]*\(/ { block = 1; next }
+       block && /^[ \t]*\)/ { block = 0; next }
+       /^replace[ \t]/ { sub(/^replace[ \t]+/, ""); print; next }
+       block && /=>/ { sub(/^[ \t]+/, ""); print }' "$1"
+}
+
+# go_main_of_module NAME MODULE VERSION: the root main package of MODULE@VERSION, whose
+# go.mod has replace lines (`go install pkg@version` refuses those), as OUT/NAME. Built in a
+# scratch module that requires it and repeats its replace lines, as its own build would
+# apply them; one to a local path (an api/ submodule) becomes that module published at
+# VERSION. Extra `OLD=NEW` replace arguments follow.
+go_main_of_module() {
+  local name=$1 module=$2 v=$3; shift 3
+  local out=$builds/$name-$v
+  is_built "$out" && return 0
+  log "building $name $v ($module)"
+  local work; work=$(mktemp -d)
+  (
+    cd "$work"
+    go mod init "rudder.local/$name-build" >/dev/null 2>&1
+    go mod edit -require "$module@$v"
+    local gomod; gomod=$(go mod download -json "$module@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    replace_lines "$gomod" | while read -r old a b c d; do
+      oldv="" new="" newv=""
+      if [ "$a" = "=>" ]; then new=$b newv=$c; else oldv=$a new=$c newv=$d; fi
+      case $new in ./* | ../*) new=$old newv=$v ;; esac
+      go mod edit -replace "$old${oldv:+@$oldv}=$new${newv:+@$newv}"
+    done
+    for r in "$@"; do go mod edit -replace "$r"; done
+    # A main package cannot be imported (so no tools.go and tidy): -mod=mod (GOFLAGS) lets
+    # the build itself complete go.mod and go.sum.
+    mkdir -p "$out"
+    go build -trimpath -ldflags "-s -w" -o "$out/$name" "$module"
   )
   rm -rf "$work"
   touch "$out/.complete"
@@ -169,6 +212,16 @@ for component in $want; do
                link "$builds/kustomize-$KUSTOMIZE_VERSION/kustomize" kustomize ;;
     kustomize-wasm) build_kustomize_wasm; link "$(kustomize_wasm_dir)/kustomize.wasm" kustomize.wasm ;;
     wasm-plugins) build_wasm_plugins; link "$(wasm_plugins_dir)" wasm-plugins ;;
+    # Opt-in (bench --flux): Flux's helm-controller and source-controller, run out of cluster.
+    flux)
+      # helm-controller v1.6.3 replaces Helm with Flux's fork v4.2.4-flux.1, which the module
+      # proxy refuses (403); upstream v4.2.4 instead, the Helm that v1.6.4 moved back to (its
+      # only other code change validates kubeconfig Secrets, which the bench does not use).
+      go_main_of_module helm-controller github.com/fluxcd/helm-controller "$FLUX_HELM_CONTROLLER_VERSION" \
+        helm.sh/helm/v4=helm.sh/helm/v4@v4.2.4
+      go_main_of_module source-controller github.com/fluxcd/source-controller "$FLUX_SOURCE_CONTROLLER_VERSION"
+      link "$builds/helm-controller-$FLUX_HELM_CONTROLLER_VERSION/helm-controller" helm-controller
+      link "$builds/source-controller-$FLUX_SOURCE_CONTROLLER_VERSION/source-controller" source-controller ;;
     *) log "unknown component $component"; exit 2 ;;
   esac
 done

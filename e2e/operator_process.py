@@ -66,9 +66,15 @@ def install_prerequisites(kubectl: Sequence[str]) -> None:
     )
 
 
-def service_account_kubeconfig(kubectl: Sequence[str], admin_kubeconfig: Path, out: Path) -> Path:
-    """A kubeconfig that authenticates as rudder's ServiceAccount (TokenRequest API)."""
-    namespace, name = SERVICE_ACCOUNT
+def service_account_kubeconfig(
+    kubectl: Sequence[str],
+    admin_kubeconfig: Path,
+    out: Path,
+    account: tuple[str, str] = SERVICE_ACCOUNT,
+) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (TokenRequest API), by default
+    rudder's: `account` is (namespace, name)."""
+    namespace, name = account
     token = subprocess.run(
         [*kubectl, "create", "token", name, "-n", namespace, "--duration=24h"],
         check=True,
@@ -83,9 +89,9 @@ def service_account_kubeconfig(kubectl: Sequence[str], admin_kubeconfig: Path, o
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "local", "cluster": cluster}],
-                "users": [{"name": "rudder", "user": {"token": token}}],
-                "contexts": [{"name": "rudder", "context": {"cluster": "local", "user": "rudder"}}],
-                "current-context": "rudder",
+                "users": [{"name": name, "user": {"token": token}}],
+                "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
+                "current-context": name,
             }
         )
     )

@@ -1,9 +1,10 @@
 """Scale benchmark: N HelmReleases of one small chart, reconciled by rudder on the local
-control plane, against the Helm v4 CLI installing the same releases.
+control plane, against the Helm v4 CLI installing the same releases and, with --flux, against
+Flux's helm-controller and source-controller reconciling them.
 
     .venv/bin/python e2e/bench/bench_releases.py [--n 200] [--replicas 0,1] [--concurrency C]
         [--qps Q] [--burst B] [--steady-seconds 180] [--no-upgrade] [--sweep]
-        [--helm-baseline] [--profile] [--out artifacts/bench]
+        [--helm-baseline] [--flux] [--profile] [--out artifacts/bench]
     .venv/bin/python e2e/bench/bench_releases.py --smoke      # CI: N=20, steady 20 s
 
 The chart is shaped like the podinfo chart of Flux's public benchmarks (Deployment,
@@ -19,6 +20,8 @@ Per scenario it measures:
             dry-runs apart, per installed release; operator CPU seconds and peak RSS
   upgrade   the same after one value (`ui.message`) changes in all N
   steady    `--steady-seconds` idle with `interval: 30s`: rudder's writes (target 0)
+With --flux, the install and upgrade waves again for Flux (flux.py) after rudder's
+scenarios, measured the same way, and the ratios of the two.
 
 Ready is followed with one `kubectl get rhr --watch` (exact times, no polling load).
 Results go to OUT/<run>/: results.json, table.md and ready-over-time PNGs. The exit status
@@ -51,6 +54,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "e2e"), str(Path(__file__).resolve().parent)]
 
+import flux  # noqa: E402
 from floor import FloorRelease, run_floor  # noqa: E402
 from helm_baseline import HelmRelease, helm_env, percentile, run_helm_baseline  # noqa: E402
 
@@ -74,6 +78,8 @@ STALL_GRACE = 20.0  # seconds all remaining HelmReleases stay Stalled before a w
 
 # -- the chart -----------------------------------------------------------------------------
 
+# helm.sh/chart as `helm create` and podinfo write it: a label value cannot hold the `+` of a
+# version's build metadata, which Flux adds (`6.7.0+<digest>`) to charts from an OCIRepository.
 HELPERS = """{{- define "podinfo.selectorLabels" -}}
 app.kubernetes.io/name: podinfo
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -81,7 +87,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "podinfo.labels" -}}
 {{ include "podinfo.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 """
 
@@ -248,27 +254,38 @@ class ProcSampler(threading.Thread):
         self._stop_event.set()
         self.join(timeout=5)
 
-    def window(self, name: str, start: float, end: float) -> dict[str, Any]:
-        """CPU seconds used and peak RSS of `name` between two epoch times."""
+    def window(self, name: str | Sequence[str], start: float, end: float) -> dict[str, Any]:
+        """CPU seconds used and peak RSS of `name` between two epoch times; of several
+        processes together when given several names (CPU summed, RSS summed per sample)."""
+        names = [name] if isinstance(name, str) else list(name)
         with self._lock:
-            inside = [(t, s[name]) for t, s in self.samples if start <= t <= end and name in s]
-            before = [s[name] for t, s in self.samples if t < start and name in s]
-        if not inside:
+            inside = [(t, s) for t, s in self.samples if start <= t <= end]
+            before = [s for t, s in self.samples if t < start]
+        if not any(one in s for _, s in inside for one in names):
             return {"cpu_s": 0.0, "peak_rss_mib": 0.0}
-        first_cpu = before[-1][1] if before else inside[0][1][1]
-        return {
-            "cpu_s": round(inside[-1][1][1] - first_cpu, 2),
-            "peak_rss_mib": round(max(rss for _, (rss, _) in inside) / MiB, 1),
-        }
+        cpu = 0.0
+        for one in names:
+            seen = [s[one] for _, s in inside if one in s]
+            earlier = [s[one] for s in before if one in s]
+            if seen:
+                cpu += seen[-1][1] - (earlier[-1][1] if earlier else seen[0][1])
+        rss = max(sum(s[one][0] for one in names if one in s) for _, s in inside)
+        return {"cpu_s": round(cpu, 2), "peak_rss_mib": round(rss / MiB, 1)}
 
-    def series(self, name: str, start: float) -> list[tuple[float, float, float]]:
-        """(seconds since start, RSS MiB, CPU seconds since start) for plotting."""
+    def series(self, name: str | Sequence[str], start: float) -> list[tuple[float, float, float]]:
+        """(seconds since start, RSS MiB, CPU seconds since start) for plotting; summed over
+        several processes when given several names."""
+        names = [name] if isinstance(name, str) else list(name)
         with self._lock:
-            points = [(t, s[name]) for t, s in self.samples if t >= start and name in s]
+            points = [(t, s) for t, s in self.samples if t >= start and any(n in s for n in names)]
         if not points:
             return []
-        cpu0 = points[0][1][1]
-        return [(t - start, rss / MiB, cpu - cpu0) for t, (rss, cpu) in points]
+
+        def total(sample: dict[str, tuple[int, float]], index: int) -> float:
+            return float(sum(sample[n][index] for n in names if n in sample))
+
+        cpu0 = total(points[0][1], 1)
+        return [(t - start, total(s, 0) / MiB, total(s, 1) - cpu0) for t, s in points]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -291,15 +308,17 @@ WATCH_TEMPLATE = (
 
 
 class ReadyWatch(threading.Thread):
-    """`kubectl get rhr --watch` for one scenario's HelmReleases: when each one was first
-    seen at a generation, and when it was first Ready for that generation."""
+    """`kubectl get rhr --watch` for one scenario's HelmReleases (or Flux's, by `resource`):
+    when each one was first seen at a generation, and when it was first Ready for it."""
 
-    def __init__(self, kubectl: Sequence[str], selector: str) -> None:
+    def __init__(
+        self, kubectl: Sequence[str], selector: str, resource: str = "helmreleases.rudder.dev"
+    ) -> None:
         super().__init__(daemon=True)
         self.argv = [
             *kubectl,
             "get",
-            "helmreleases.rudder.dev",
+            resource,
             "--all-namespaces",
             f"--selector={selector}",
             "--watch",
@@ -516,6 +535,16 @@ class Bench:
         return AuditLog(Path(self.state.audit_log))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Whose work a wave measures: processes by their names in the sampler (CPU and RSS
+    summed over them) and the API users whose requests are counted."""
+
+    pids: dict[str, int]
+    users: tuple[str, ...]
+    profile_pid: int | None = None  # what --profile records (py-spy: rudder only)
+
+
 def namespace_list(names: Sequence[str]) -> str:
     """A `kubectl apply -f -` input creating these namespaces."""
     items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names]
@@ -652,16 +681,15 @@ def wave(
     generation: int,
     watch: ReadyWatch,
     sampler: ProcSampler,
-    operator: OperatorProcess,
+    measured: Measured,
 ) -> dict[str, Any]:
     """Apply `items` at once and measure until every HelmRelease is Ready at `generation`."""
-    assert operator.process is not None
-    pid = operator.process.pid
     offset = bench.audit.offset()
     sampler.sample()
     start = time.time()
     profile_out = bench.out / f"profile-{scenario.label}-{phase}"
-    with profiling(scenario.profile, pid, profile_out):
+    profile = scenario.profile and measured.profile_pid is not None
+    with profiling(profile, measured.profile_pid or 0, profile_out):
         apply_list(bench, items, bench.workdir / f"{run}-{phase}.json")
         applied = time.time()
         timeout = scenario.wave_timeout or max(300.0, 1.5 * scenario.n)
@@ -669,7 +697,8 @@ def wave(
     end = time.time()
     sampler.sample()
     time.sleep(SETTLE)
-    found = bench.audit.requests(RUDDER_USER, offset, start, end)
+    by_user = {user: bench.audit.requests(user, offset, start, end) for user in measured.users}
+    found = [request for requests in by_user.values() for request in requests]
     ready_times = [
         watch.ready_at[(k, generation)] for k in keys if (k, generation) in watch.ready_at
     ]
@@ -692,7 +721,10 @@ def wave(
         "max_s": round(max(since_start, default=0.0), 2),
         "own_p50_s": round(percentile(own, 0.5), 2),
         "own_p95_s": round(percentile(own, 0.95), 2),
-        "operator": {**sampler.window("rudder", start, end), "vm_hwm_mib": peak_rss_mib(pid)},
+        "operator": {
+            **sampler.window(list(measured.pids), start, end),
+            "vm_hwm_mib": round(sum(peak_rss_mib(pid) for pid in measured.pids.values()), 1),
+        },
         "apiserver_cpu_s": sampler.window("kube-apiserver", start, end)["cpu_s"],
         "etcd_cpu_s": sampler.window("etcd", start, end)["cpu_s"],
         # Busy CPU seconds of the whole machine (every process, other users' too) over the
@@ -705,6 +737,11 @@ def wave(
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "requests": summarise_requests(found, len(keys)),
     }
+    if len(by_user) > 1:  # each process's own share (Flux's two controllers)
+        result["requests_by_user"] = {
+            user: summarise_requests(requests, len(keys))["per_release"]
+            for user, requests in by_user.items()
+        }
     if all_ready is None:
         missing = watch.not_ready(keys, generation)
         result["not_ready"] = dict(list(missing.items())[:20])
@@ -713,7 +750,7 @@ def wave(
         log(f"  {phase}: NOT all Ready ({result['gave_up']}); e.g. {result['not_ready']}")
     bench.series[f"{scenario.label} {phase}"] = {
         "ready": timeline(ready_times, start),
-        "operator": sampler.series("rudder", start),
+        "operator": sampler.series(list(measured.pids), start),
     }
     if scenario.profile:
         result["profile"] = str(profile_out.with_suffix(".summary.txt"))
@@ -812,12 +849,12 @@ def run_scenario(bench: Bench, scenario: Scenario, run: str) -> dict[str, Any]:
             )
             for i, (ns, name) in enumerate(keys)
         ]
-        common = {
+        common: dict[str, Any] = {
             "run": run,
             "keys": keys,
             "watch": watch,
             "sampler": sampler,
-            "operator": operator,
+            "measured": Measured({"rudder": pid}, (RUDDER_USER,), profile_pid=pid),
         }
         install = wave(bench, scenario, phase="install", items=items, generation=1, **common)
         result["phases"]["install"] = install
@@ -905,13 +942,13 @@ PEERS = ("kube-apiserver", "etcd")
 DEFAULT_SWEEP = "1@0:1000,4@0:1000,16@0:1000,64@0:1000,16@50:100,16@200:400"
 
 
-def _brief(phase: dict[str, Any]) -> str:
+def _brief(phase: dict[str, Any], who: str = "rudder") -> str:
     req = phase["requests"]["per_release"]
     return (
         f"{phase['ready']}/{phase['n']} Ready in {phase['total_s']}s "
         f"(apply {phase['apply_s']}s, p50 {phase['p50_s']}s, p95 {phase['p95_s']}s); "
         f"per release {req['total']} requests, {req['writes']} writes, "
-        f"{req['dry_runs']} dry-runs; rudder {phase['operator']['cpu_s']} CPU s, "
+        f"{req['dry_runs']} dry-runs; {who} {phase['operator']['cpu_s']} CPU s, "
         f"{phase['operator']['peak_rss_mib']} MiB"
     )
 
@@ -1024,6 +1061,145 @@ def floor_ratios(results: Sequence[dict[str, Any]]) -> list[str]:
                 f"observed ({observed}s)"
             )
     return lines
+
+
+def flux_scenario(
+    bench: Bench,
+    scenario: Scenario,
+    run: str,
+    kubeconfigs: dict[str, Path],
+    helm_concurrent: int | None,
+) -> dict[str, Any]:
+    """The same releases by Flux (flux.py) in namespaces of their own, after rudder's
+    scenarios: each an OCIRepository and a HelmRelease, applied together in one install
+    wave; the upgrade wave re-applies the HelmReleases with the value rudder's changes. Ready,
+    requests (both controllers' users), CPU and RSS (both processes) measured as for rudder."""
+    log(f"flux: N={scenario.n} replicas={scenario.replicas}")
+    namespaces = [f"flux-{run}-{k:02d}" for k in range(max(1, scenario.namespaces))]
+    bench.run_kubectl("apply", "--server-side", "-f", "-", input=namespace_list(namespaces))
+    keys: list[Key] = [
+        (namespaces[i % len(namespaces)], f"podinfo-{i:04d}") for i in range(scenario.n)
+    ]
+    labels = {RUN_LABEL: run}
+
+    def releases(wave_number: int) -> list[dict[str, Any]]:
+        return [
+            flux.helmrelease(
+                name,
+                ns,
+                labels,
+                release_values(i, scenario.replicas, wave_number),
+                scenario.interval,
+            )
+            for i, (ns, name) in enumerate(keys)
+        ]
+
+    controllers = flux.FluxControllers(bench.workdir / f"flux-{run}", kubeconfigs, helm_concurrent)
+    watch = ReadyWatch(bench.kubectl, f"{RUN_LABEL}={run}", flux.HELMRELEASE_RESOURCE)
+    watch.start()
+    result: dict[str, Any] = {
+        "kind": "flux",
+        "label": scenario.label,
+        "n": scenario.n,
+        "replicas": scenario.replicas,
+        "concurrency": helm_concurrent,
+        "qps": None,
+        "burst": None,
+        "versions": flux.versions(),
+        "phases": {},
+    }
+    sampler: ProcSampler | None = None
+    try:
+        controllers.start()
+        result["controller_args"] = controllers.args
+        peers = {k: v for k, v in bench.state.pids.items() if k in PEERS}
+        sampler = ProcSampler({**controllers.pids, **peers})
+        sampler.start()
+        time.sleep(2)  # let the controllers' start-up requests (discovery, lists) pass
+        common: dict[str, Any] = {
+            "run": run,
+            "keys": keys,
+            "watch": watch,
+            "sampler": sampler,
+            "measured": Measured(controllers.pids, tuple(flux.USERS.values())),
+        }
+        sources = [
+            flux.ocirepository(name, ns, labels, bench.chart_ref, scenario.interval)
+            for ns, name in keys
+        ]
+        items = [obj for pair in zip(sources, releases(0), strict=True) for obj in pair]
+        install = wave(bench, scenario, phase="install", items=items, generation=1, **common)
+        result["phases"]["install"] = install
+        log(f"  install: {_brief(install, 'Flux')}")
+        if scenario.upgrade and install["total_s"] is not None:
+            upgrade = wave(
+                bench, scenario, phase="upgrade", items=releases(1), generation=2, **common
+            )
+            result["phases"]["upgrade"] = upgrade
+            log(f"  upgrade: {_brief(upgrade, 'Flux')}")
+        result["operator_peak_rss_mib"] = round(
+            sum(peak_rss_mib(pid) for pid in controllers.pids.values()), 1
+        )
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        watch.stop()
+        controllers.stop()
+        for name in flux.CONTROLLERS:
+            with contextlib.suppress(OSError):
+                shutil.copy(controllers.log_path(name), bench.out / f"{name}-{scenario.label}.log")
+    return result
+
+
+def _over(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def flux_ratios(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """rudder over Flux per wave, for the rudder scenario of the same N and replica count:
+    throughput (above 1: rudder faster), and Flux's CPU, requests and writes per release
+    over rudder's (above 1: Flux spends more)."""
+    ratios = []
+    for fluxed in (r for r in results if r["kind"] == "flux"):
+        label = f"n{fluxed['n']}-r{fluxed['replicas']}"
+        rudder = next((r for r in results if r["kind"] == "rudder" and r["label"] == label), None)
+        if rudder is None:
+            continue
+        for phase_name, theirs in fluxed["phases"].items():
+            ours = rudder["phases"].get(phase_name)
+            if not ours or not ours.get("throughput_per_s") or not theirs.get("throughput_per_s"):
+                continue
+            ours_req = ours["requests"]["per_release"]
+            theirs_req = theirs["requests"]["per_release"]
+            ratios.append(
+                {
+                    "rudder": rudder["label"],
+                    "flux": fluxed["label"],
+                    "phase": phase_name,
+                    "throughput_rudder_over_flux": _over(
+                        ours["throughput_per_s"], theirs["throughput_per_s"]
+                    ),
+                    "cpu_flux_over_rudder": _over(
+                        theirs["operator"]["cpu_s"], ours["operator"]["cpu_s"]
+                    ),
+                    "requests_flux_over_rudder": _over(theirs_req["total"], ours_req["total"]),
+                    "writes_flux_over_rudder": _over(theirs_req["writes"], ours_req["writes"]),
+                    "peak_rss_flux_over_rudder": _over(
+                        theirs["operator"]["peak_rss_mib"], ours["operator"]["peak_rss_mib"]
+                    ),
+                }
+            )
+    return ratios
+
+
+def flux_ratio_lines(ratios: Sequence[dict[str, Any]]) -> list[str]:
+    return [
+        f"{r['rudder']} vs {r['flux']} {r['phase']}: rudder/Flux throughput "
+        f"{r['throughput_rudder_over_flux']}x; Flux/rudder CPU {r['cpu_flux_over_rudder']}x, "
+        f"requests/release {r['requests_flux_over_rudder']}x, writes/release "
+        f"{r['writes_flux_over_rudder']}x, peak RSS {r['peak_rss_flux_over_rudder']}x"
+        for r in ratios
+    ]
 
 
 # -- reporting -----------------------------------------------------------------------------
@@ -1213,7 +1389,7 @@ def plot(series: dict[str, Any], path: Path, title: str) -> bool:
     ready_ax.legend(fontsize=7)
     rss_ax.set_xlabel("seconds since the wave was applied")
     rss_ax.set_ylabel("operator RSS (MiB)")
-    rss_ax.set_title("rudder RSS")
+    rss_ax.set_title("controller RSS (Flux: both controllers)")
     rss_ax.grid(alpha=0.3)
     rss_ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -1298,6 +1474,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also time a minimal client making only the writes a release must cost "
         "(the API server's floor), and report rudder's ratio to it",
     )
+    parser.add_argument(
+        "--flux",
+        action="store_true",
+        help="also run the same releases by Flux (helm-controller and source-controller, "
+        "built by `e2e/build-tools.sh flux`) after rudder's scenarios, and report the ratios",
+    )
+    parser.add_argument(
+        "--flux-concurrent",
+        type=int,
+        help="helm-controller --concurrent (default: not passed, the controller's own)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator")
     parser.add_argument(
         "--post-renderer",
@@ -1320,7 +1507,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.n, args.replicas, args.steady_seconds, args.interval = 20, "0", 20.0, 8
-        args.sweep = args.helm_baseline = args.only_sweep = args.floor = False
+        args.sweep = args.helm_baseline = args.only_sweep = args.floor = args.flux = False
         args.name = args.name or "smoke"
     return args
 
@@ -1415,6 +1602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     started = time.monotonic()
     try:
+        if args.flux:
+            log("building Flux's controllers (a warm run only re-links them)")
+            flux.build()
         report["operator_source"] = operator_source(args.source, workdir)
         log(f"operator source: {report['operator_source']}")
         log(f"starting a local control plane in {workdir / 'cluster'}")
@@ -1437,6 +1627,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.results.append(result)
             report["results"] = bench.results
             (out / "results.json").write_text(json.dumps(report, indent=2))
+        if args.flux:
+            replicas = int(str(args.replicas).split(",")[0])
+            scenario = Scenario(
+                label=f"flux-n{args.n}-r{replicas}",
+                n=args.n,
+                replicas=replicas,
+                upgrade=not args.no_upgrade,
+                namespaces=args.namespaces,
+                interval=args.interval,
+                wave_timeout=args.wave_timeout,
+            )
+            kubeconfigs = flux.install(kubectl, Path(state.kubeconfig), workdir / "flux")
+            bench.results.append(
+                flux_scenario(bench, scenario, "x0", kubeconfigs, args.flux_concurrent)
+            )
+            report["results"] = bench.results
+            report["flux_ratios"] = flux_ratios(bench.results)
+            (out / "results.json").write_text(json.dumps(report, indent=2))
         if args.helm_baseline:
             helm_n = args.helm_n or args.n
             replicas = int(str(args.replicas).split(",")[0])
@@ -1455,16 +1663,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = table(bench.results)
         (out / "table.md").write_text(
             f"{report['date']} — {report['machine']['cpu']}, {report['machine']['cores']} cores"
-            f"\n\n{text}\n```\n{requests_table(bench.results)}```\n"
+            f"\n\n{text}\n"
+            + "".join(f"- {line}\n" for line in flux_ratio_lines(report.get("flux_ratios", [])))
+            + f"\n```\n{requests_table(bench.results)}```\n"
         )
         main_series = {k: v for k, v in bench.series.items() if not k.startswith("sweep")}
         sweep_series = {k: v for k, v in bench.series.items() if k.startswith("sweep")}
         if main_series:
-            plot(main_series, out / "ready-over-time.png", f"rudder, N={args.n} ({name})")
+            who = "rudder and Flux" if args.flux else "rudder"
+            plot(main_series, out / "ready-over-time.png", f"{who}, N={args.n} ({name})")
         if sweep_series:
             plot(sweep_series, out / "sweep.png", f"rudder concurrency/QPS sweep, N={args.sweep_n}")
         print(text)
         for line in report.get("floor_ratios", []):
+            print(f"  {line}")
+        for line in flux_ratio_lines(report.get("flux_ratios", [])):
             print(f"  {line}")
         for check in report["targets"]:
             mark = "met" if check["met"] else "MISSED"
@@ -1483,7 +1696,7 @@ def invariants_hold(report: dict[str, Any]) -> bool:
     """All Ready in every wave, and nothing written in the steady state."""
     ok = True
     for result in report.get("results", []):
-        if result["kind"] != "rudder":
+        if result["kind"] not in ("rudder", "flux"):
             continue
         for name, phase in result["phases"].items():
             if name == "steady" and phase["writes"] != 0:
