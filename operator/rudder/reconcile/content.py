@@ -5,6 +5,8 @@ the chart's crds/ to apply, and the wait until they are Established."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from rudder.kube.ssa import Applier, ObjectRef
 from rudder.reconcile.deploy_failure import CRDNotEstablished, DeployError
 from rudder.reconcile.plan import PlanError, crd_documents
 from rudder.release.chart_record import chart_from_archive
-from rudder.release.codec import Hook
+from rudder.release.codec import Chart, Hook
 from rudder.release.manifest import (
     Manifest,
     assemble_manifest,
@@ -83,18 +85,36 @@ async def revision_content(
         rendered = await request.post_render(rendered)
     hooks, manifests = sort_manifests(rendered)
     try:
-        crds = crd_documents(request.chart.crds) if request.crds_policy != "Skip" else []
+        crds = _crds(request.chart_archive, request.chart) if request.crds_policy != "Skip" else []
     except PlanError as error:
         raise DeployError(error.reason, request.redact(error.message)) from error
     return Content(
         manifest=assemble_manifest(manifests),
         hooks=list(hooks),
         notes=release_notes(rendered, request.chart_name),
-        chart=chart_from_archive(request.chart_archive, request.chart),
+        chart=_chart_record(request.chart_archive, request.chart),
         config=request.values,
         manifests=list(manifests),
         crds=crds,
     )
+
+
+# Once per chart, not per release: the chart source keeps one archive and one loaded chart
+# per digest, so they key these caches (compared by identity first, hashed once).
+@functools.lru_cache(maxsize=32)
+def _chart_record(archive: bytes, chart: Any) -> Chart:
+    """The chart as the release record stores it (immutable, so shared)."""
+    return chart_from_archive(archive, chart)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_crds(archive: bytes, chart: Any) -> tuple[JSON, ...]:
+    return tuple(crd_documents(chart.crds))
+
+
+def _crds(archive: bytes, chart: Any) -> list[JSON]:
+    """The chart's crds/ documents, parsed once; each caller gets its own copy to stamp."""
+    return copy.deepcopy(list(_parsed_crds(archive, chart)))
 
 
 async def crds_to_apply(
