@@ -76,7 +76,6 @@ class Reconciler:
         watches: SharedWatches | None = None,
     ) -> None:
         self.kube = kube
-        self.watches = watches
         applier = Applier(kube, discovery, config.field_manager, watches)
         self.clusters = RemoteClusters(
             ClientSettings(

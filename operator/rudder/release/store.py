@@ -14,13 +14,12 @@ from __future__ import annotations
 import base64
 import datetime
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from rudder.kube.client import JSON, ApiError, KubeClient
 from rudder.kube.shared_watch import SharedWatches
-from rudder.kube.versions import as_number
 from rudder.kube.watch import resource_version
 from rudder.release.codec import Release, decode_release, release_secret
 
@@ -193,10 +192,6 @@ class ReleaseTooLarge(Exception):
         self.size = size
 
 
-def _as_int(version: str) -> int:
-    return as_number(version) or 0
-
-
 def secret_name(release_name: str, version: int) -> str:
     return f"sh.helm.release.v1.{release_name}.v{version}"
 
@@ -279,10 +274,9 @@ class ReleaseStore:
             items = [item for item in listed.get("items", []) if isinstance(item, dict)]
             for item in items:
                 _BODIES.keep(item)
-            # The cache must hold at least what this list showed.
-            newest = max((resource_version(item) for item in items), key=_as_int, default="")
-            if newest:
-                self._wrote(path, release_name, newest)
+                # The cache must hold at least what this list showed (the floor keeps the
+                # newest), not the list's own version, which only a later write would reach.
+                self._wrote(path, release_name, resource_version(item))
         records = [Record(item) for item in items]
         return sorted(records, key=lambda record: record.version)
 
@@ -292,7 +286,7 @@ class ReleaseStore:
         if self.watches is None:
             return None
         path = self._collection(namespace)
-        key = self.watches.floor_key(self.kube, path, release_name)
+        key = self._floor_key(path, release_name)
         floor = self.watches.floors.floor(key)
         async with self.watches.use(
             self.kube, path, label_selector=HELM_OWNED, metadata_only=True, linger=RECORDS_LINGER
@@ -318,8 +312,11 @@ class ReleaseStore:
         """Keep the version of a write (or what a direct read showed) of the release's
         records: the shared watch is acted on only once it has caught up with it."""
         if self.watches is not None:
-            key = self.watches.floor_key(self.kube, path, release_name)
-            self.watches.floors.wrote(key, version)
+            self.watches.floors.wrote(self._floor_key(path, release_name), version)
+
+    def _floor_key(self, path: str, release_name: str) -> Hashable:
+        assert self.watches is not None
+        return self.watches.floor_key(self.kube, path, release_name)
 
     @staticmethod
     def new_secret(release: Release, stamp: Stamp) -> JSON:
@@ -385,5 +382,4 @@ class ReleaseStore:
             if self.watches is not None:
                 # A deletion's version is not known: the cache counts once it lacks the name.
                 release_name = name.removeprefix("sh.helm.release.v1.").rsplit(".v", 1)[0]
-                key = self.watches.floor_key(self.kube, path, release_name)
-                self.watches.floors.deleted(key, name)
+                self.watches.floors.deleted(self._floor_key(path, release_name), name)
