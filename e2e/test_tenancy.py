@@ -128,3 +128,33 @@ def test_a_tenant_lookup_of_kube_system_secrets_is_denied(
     assert "kube-system" in message
     assert not get_json(cluster, "configmap", "peek-peek", "-n", ns)
     assert release_secrets(cluster, ns, "peek") == []
+
+
+def test_a_denied_release_installs_on_its_own_once_an_admin_grants_the_access(
+    cluster: Cluster, rudder: OperatorProcess, charts: dict[str, str]
+) -> None:
+    """RBAC is fixed beside the HelmRelease, not in it (and an API server that has just
+    restarted denies until its authorizer has caught up): AccessDenied is retried."""
+    ns = tenant(cluster)
+    # The tenant may read ClusterRoles, not write them: the dry-run is what is denied.
+    grant = f"later-{ns}"
+    cluster.kubectl("create", "clusterrole", grant, "--verb=get,list", "--resource=clusterroles")
+    cluster.kubectl(
+        "create", "clusterrolebinding", grant, f"--clusterrole={grant}",
+        f"--serviceaccount={ns}:deployer",
+    )  # fmt: skip
+    apply_helmrelease(cluster, "later", ns, spec(charts["escalate"]))
+    hr = wait_for_condition(cluster, ns, "later", "Ready", status="False", reason="AccessDenied")
+    assert "cannot patch" in condition(hr, "Ready")["message"]
+    assert condition(hr, "Stalled").get("status") != "True", hr["status"]
+
+    # The cluster's admin lets the tenant write ClusterRoles; the HelmRelease is untouched.
+    wider = cluster.kubectl(
+        "create", "clusterrole", grant, "--verb=get,list,patch,create", "--resource=clusterroles",
+        "--dry-run=client", "-o", "yaml",
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=wider)
+    hr = wait_for_condition(cluster, ns, "later", "Ready", reason="InstallSucceeded", timeout=60)
+    assert hr["status"]["release"]["revision"] == 1
+    assert get_json(cluster, "clusterrole", "later-escalate")
+    assert get_json(cluster, "configmap", "later-config", "-n", ns)

@@ -1,9 +1,10 @@
 """How an install, upgrade or rollback fails: `DeployError`, and what an exception raised
 after the pending revision was written means for that revision (`as_deploy_error`).
 
-Only errors of the API connection and the API server's 429/5xx answers are transient (the
-revision is marked interrupted and retried outside the remediation counters); a local
-failure — a CRD never Established, a kind still unknown, a bug — is the release's own.
+Only errors of the API connection, the API server's 429/5xx answers and a denial of a write
+the dry-run allowed are transient (the revision is marked interrupted and retried outside the
+remediation counters); a local failure — a CRD never Established, a kind still unknown, a
+bug — is the release's own.
 """
 
 from __future__ import annotations
@@ -70,7 +71,17 @@ def as_deploy_error(
 ) -> DeployError:
     """What a failure after the pending record was written means."""
     if isinstance(error, StageRejected):
-        return DeployError(rejected_reason(error), str(error), recorded=True, stage=error)
+        # The dry-run allowed these writes moments ago: a denial now is the authorizer
+        # changing under the action (an API server that has just restarted denies until its
+        # RBAC cache has synced), so the revision was cut short, not failed by the chart.
+        # Its retry proves the revision again, and a denial that lasts is reported then.
+        return DeployError(
+            rejected_reason(error),
+            str(error),
+            recorded=True,
+            stage=error,
+            transient=bool(error.forbidden),
+        )
     if isinstance(error, NotReady):
         report = error.report
         if report.outcome is ReadinessOutcome.CANCELLED:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from rudder.chart.errors import ChartError
 from rudder.chart.render import RenderError
 from rudder.kube.client import TRANSPORT_ERRORS, ApiError, ClusterUnreachable
-from rudder.model import SpecError
+from rudder.kube.ssa import StageRejected
+from rudder.model import Reason, SpecError
 from rudder.postrender.errors import PostRenderError
 from rudder.reconcile.clusters import KubeConfigError
 from rudder.reconcile.deploy_failure import DeployError, is_transient
@@ -42,11 +43,10 @@ class Failure:
 def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failure:
     """What `error` means for the HelmRelease's status."""
     if isinstance(error, DeployError):
-        conflicted = error.stage is not None and bool(error.stage.conflicts)
         return Failure(
             error.reason,
             redact(error.message),
-            stalled=not error.retriable and not conflicted,
+            stalled=not error.retriable and not _settled_beside(error.stage),
             counted=error.recorded and not error.transient,
         )
     if isinstance(error, ChartError):
@@ -56,7 +56,9 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
     if isinstance(error, PostRenderError):
         return Failure(error.reason, redact(error.message), stalled=not error.retriable)
     if isinstance(error, RenderError):
-        return Failure(error.reason, redact(error.message), stalled=True)
+        # A denied `lookup` is an access problem (see _settled_beside), not a template bug.
+        denied = error.reason == Reason.ACCESS_DENIED
+        return Failure(error.reason, redact(error.message), stalled=not denied)
     if isinstance(error, ManifestError):
         return Failure("RenderFailed", redact(str(error)), stalled=True)
     if isinstance(error, ReleaseFormatError):
@@ -81,6 +83,14 @@ def classify(error: BaseException, redact: Callable[[str], str] = str) -> Failur
             "KubernetesAPIError", message, stalled=False, unreachable=True, transient=True
         )
     raise TypeError(f"no status for {type(error).__name__}") from error
+
+
+def _settled_beside(stage: StageRejected | None) -> bool:
+    """Whether what stops the stage is settled beside the HelmRelease, not in its spec:
+    another manager lets go of its fields, an admin grants the missing access (and an API
+    server that has just restarted denies until its authorizer has caught up). Retried with
+    backoff, never Stalled."""
+    return stage is not None and bool(stage.conflicts or stage.forbidden)
 
 
 # The errors `classify` knows: what an action may raise for status to report.
