@@ -1,11 +1,14 @@
 """What the API server serves: resources by kind, their scope, the version set Helm's
 `.Capabilities` needs, and the server version. One aggregated-discovery round trip
 (`/api` + `/apis`) fills the cache; it is refreshed when CRDs or APIServices change
-(`invalidate`) or when a kind is not found, never once per render."""
+(`invalidate`, and again while discovery catches up) or when a kind is not found, never
+once per render."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -83,36 +86,59 @@ def parse_discovery(documents: list[JSON], version: JSON) -> Snapshot:
     return Snapshot(resources, tuple(sorted(versions)), str(version.get("gitVersion", "")))
 
 
+# The API server serves a changed CRD or APIService a moment after the watch event that
+# announced it (its discovery controller catches up on its own): a snapshot taken within
+# SETTLE_SECONDS of a change may predate it, so it is taken again, at most once every
+# REFETCH_SECONDS, until one is taken after the window. Quiet again once settled.
+SETTLE_SECONDS = 10.0
+REFETCH_SECONDS = 1.0
+
+
 class Discovery:
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, clock: Callable[[], float] = time.monotonic) -> None:
         self._kube = kube
+        self._clock = clock
         self._snapshot: Snapshot | None = None
+        self._taken = 0.0
+        self._changed_at = -SETTLE_SECONDS
         self._lock = asyncio.Lock()
 
     async def snapshot(self) -> Snapshot:
-        if self._snapshot is None:
+        if self._snapshot is None or not self._settled():
             async with self._lock:
-                if self._snapshot is None:
-                    self._snapshot = await self._fetch()
+                if self._snapshot is None or not self._settled():
+                    await self._take()
+        assert self._snapshot is not None
         return self._snapshot
 
     def invalidate(self) -> None:
+        self._changed_at = self._clock()
         self._snapshot = None
 
-    async def _fetch(self) -> Snapshot:
+    def _settled(self) -> bool:
+        """Whether the snapshot may be kept: taken after the settle window of the last
+        change, or taken less than REFETCH_SECONDS ago."""
+        return (
+            self._taken >= self._changed_at + SETTLE_SECONDS
+            or self._clock() - self._taken < REFETCH_SECONDS
+        )
+
+    async def _take(self) -> None:
+        taken = self._clock()  # when the request left: the answer is at least this fresh
         core, groups, version = await asyncio.gather(
             self._kube.request("GET", "/api", accept=AGGREGATED),
             self._kube.request("GET", "/apis", accept=AGGREGATED),
             self._kube.get("/version"),
         )
-        return parse_discovery([core, groups], version)
+        self._snapshot, self._taken = parse_discovery([core, groups], version), taken
 
     async def resource(self, api_version: str, kind: str) -> Resource:
         """The resource serving `kind`; refreshes once if the kind is new (a fresh CRD)."""
         found = (await self.snapshot()).resources.get((api_version, kind))
         if found is None:
             async with self._lock:
-                self._snapshot = await self._fetch()
+                await self._take()
+            assert self._snapshot is not None
             found = self._snapshot.resources.get((api_version, kind))
         if found is None:
             raise UnknownKind(api_version, kind)
