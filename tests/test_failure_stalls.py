@@ -1,5 +1,6 @@
 """Which failures wait for a new spec (Stalled) and which are retried with backoff: what
-stops a stage and is settled beside the HelmRelease (a conflict, a denial) is retried."""
+stops a stage and is settled beside the HelmRelease (a conflict, an RBAC denial) is
+retried; what the object itself must change (invalid, refused by admission) waits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from rudder.reconcile.kinds import UPGRADE
 from rudder.reconcile.prove import rejected_reason
 
 ROLE = ObjectRef("rbac.authorization.k8s.io/v1", "ClusterRole", "", "app-admin")
-DENIED = ObjectFailure(ROLE, 403, "Forbidden", 'cannot patch resource "clusterroles"')
+DENIED = ObjectFailure(
+    ROLE,
+    403,
+    "Forbidden",
+    'clusterroles.rbac.authorization.k8s.io "app-admin" is forbidden: User '
+    '"system:serviceaccount:t:deployer" cannot patch resource "clusterroles"',
+)
+WEBHOOK = ObjectFailure(
+    ROLE, 403, "Forbidden", 'admission webhook "policy.example.test" denied the request: no'
+)
+QUOTA = ObjectFailure(
+    ROLE, 403, "Forbidden", 'pods "web" is forbidden: exceeded quota: small, requested: pods=1'
+)
 INVALID = ObjectFailure(ROLE, 422, "Invalid", "rules[0].verbs: Required value")
 CONFLICT = Conflict("v1", "ConfigMap", "apps", "app", ".data.greeting", "kubectl")
 
@@ -22,21 +35,22 @@ def rejected(stage: StageRejected, *, recorded: bool) -> DeployError:
     return DeployError(rejected_reason(stage), str(stage), recorded=recorded, stage=stage)
 
 
-@pytest.mark.parametrize("recorded", [False, True], ids=["dry-run", "apply"])
-def test_a_denied_stage_is_retried_not_stalled(recorded: bool) -> None:
-    failure = classify(rejected(StageRejected([], [DENIED]), recorded=recorded))
-    assert failure.reason == "AccessDenied"
-    assert not failure.stalled
+def test_an_rbac_denial_is_retried_not_stalled() -> None:
+    failure = classify(rejected(StageRejected([], [DENIED]), recorded=False))
+    assert (failure.reason, failure.stalled) == ("AccessDenied", False)
+
+
+@pytest.mark.parametrize("refusal", [WEBHOOK, QUOTA, INVALID], ids=["webhook", "quota", "422"])
+def test_what_the_object_must_change_waits_for_a_new_spec(refusal: ObjectFailure) -> None:
+    failure = classify(rejected(StageRejected([], [refusal]), recorded=False))
+    assert (failure.reason, failure.stalled) == ("ApplyFailed", True)
+    mixed = classify(rejected(StageRejected([], [DENIED, refusal]), recorded=False))
+    assert mixed.stalled
 
 
 def test_a_conflicted_stage_is_retried_not_stalled() -> None:
     failure = classify(rejected(StageRejected([CONFLICT], []), recorded=False))
     assert (failure.reason, failure.stalled) == ("ApplyConflict", False)
-
-
-def test_an_invalid_object_waits_for_a_new_spec() -> None:
-    failure = classify(rejected(StageRejected([], [INVALID]), recorded=False))
-    assert (failure.reason, failure.stalled) == ("ApplyFailed", True)
 
 
 def test_a_denied_lookup_is_retried_and_a_template_bug_waits() -> None:
@@ -45,14 +59,27 @@ def test_a_denied_lookup_is_retried_and_a_template_bug_waits() -> None:
     assert classify(RenderError("RenderFailed", "template: nil pointer")).stalled
 
 
-def test_a_denial_after_the_dry_run_allowed_the_write_cuts_the_revision_short() -> None:
+def test_a_denial_of_a_write_its_dry_run_allowed_cuts_the_revision_short() -> None:
     """Not counted against remediation: the revision is marked interrupted and tried again,
-    whose dry-run then reports a denial that lasts (not recorded, retried with backoff)."""
-    error = as_deploy_error(StageRejected([], [DENIED]), UPGRADE, "app", lambda m: m)
+    whose dry-run reports a denial that lasts (not recorded, retried with backoff)."""
+    error = as_deploy_error(StageRejected([], [DENIED], dry_run=False), UPGRADE, "app", str)
     assert error.transient
     assert error.recorded
     failure = classify(error)
     assert (failure.reason, failure.counted, failure.stalled) == ("AccessDenied", False, False)
-    invalid = as_deploy_error(StageRejected([], [INVALID]), UPGRADE, "app", lambda m: m)
-    assert not invalid.transient
-    assert classify(invalid).counted
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        StageRejected([], [DENIED], dry_run=True),  # objects first dry-run after the record
+        StageRejected([], [WEBHOOK], dry_run=False),
+        StageRejected([], [DENIED, INVALID], dry_run=False),
+    ],
+    ids=["denied-by-its-dry-run", "webhook", "denied-and-invalid"],
+)
+def test_other_failures_after_the_record_count(stage: StageRejected) -> None:
+    """Else a denial no earlier dry-run saw would write a revision on every retry."""
+    error = as_deploy_error(stage, UPGRADE, "app", str)
+    assert not error.transient
+    assert classify(error).counted

@@ -100,6 +100,11 @@ def parse_conflicts(ref: ObjectRef, error: ApiError) -> list[Conflict]:
     return conflicts
 
 
+# RBAC refuses as `... is forbidden: User "<name>" cannot <verb> resource ...`; admission
+# (webhooks, quota, PodSecurity) answers 403 too, but says why it refused the object.
+RBAC_DENIAL = re.compile(r'is forbidden: User ".*" cannot ')
+
+
 @dataclass(frozen=True)
 class ObjectFailure:
     ref: ObjectRef
@@ -107,16 +112,29 @@ class ObjectFailure:
     reason: str
     message: str
 
+    @property
+    def denied(self) -> bool:
+        """Refused by RBAC (the identity may not), not by admission (the object may not)."""
+        return self.code == 403 and RBAC_DENIAL.search(self.message) is not None
+
     def __str__(self) -> str:
         return f"{self.ref}: {self.message or self.reason}"
 
 
 class StageRejected(Exception):
-    """The dry run of a stage failed; nothing of the stage was applied."""
+    """A stage failed: its dry run (`dry_run`; nothing of the stage was applied), or the
+    apply itself after its dry run had passed (some objects may have been applied)."""
 
-    def __init__(self, conflicts: Sequence[Conflict], failures: Sequence[ObjectFailure]) -> None:
+    def __init__(
+        self,
+        conflicts: Sequence[Conflict],
+        failures: Sequence[ObjectFailure],
+        *,
+        dry_run: bool = True,
+    ) -> None:
         self.conflicts = list(conflicts)
         self.failures = list(failures)
+        self.dry_run = dry_run
         parts = [f"{c.kind}/{c.name} {c.field} owned by {c.manager}" for c in self.conflicts]
         parts += [str(failure) for failure in self.failures]
         super().__init__(
@@ -124,8 +142,13 @@ class StageRejected(Exception):
         )
 
     @property
-    def forbidden(self) -> list[ObjectFailure]:
-        return [failure for failure in self.failures if failure.code == 403]
+    def only_denied(self) -> bool:
+        """Whether RBAC alone refused it: no conflict, every failure a denial."""
+        return (
+            not self.conflicts
+            and bool(self.failures)
+            and all(failure.denied for failure in self.failures)
+        )
 
 
 @dataclass
@@ -253,7 +276,7 @@ class Applier:
             elif isinstance(result, dict):
                 applied.append(result)
         if conflicts or failures:
-            raise StageRejected(conflicts, failures)
+            raise StageRejected(conflicts, failures, dry_run=dry_run)
         return applied
 
 

@@ -71,16 +71,17 @@ def as_deploy_error(
 ) -> DeployError:
     """What a failure after the pending record was written means."""
     if isinstance(error, StageRejected):
-        # The dry-run allowed these writes moments ago: a denial now is the authorizer
+        # RBAC refusing a write whose dry-run it allowed moments ago is the authorizer
         # changing under the action (an API server that has just restarted denies until its
-        # RBAC cache has synced), so the revision was cut short, not failed by the chart.
-        # Its retry proves the revision again, and a denial that lasts is reported then.
+        # RBAC cache has synced): the revision was cut short, not failed by the chart. Its
+        # retry proves the revision again before writing one, so a lasting denial is
+        # reported by that dry-run, with no new revision per retry.
         return DeployError(
             rejected_reason(error),
             str(error),
             recorded=True,
             stage=error,
-            transient=bool(error.forbidden),
+            transient=not error.dry_run and error.only_denied,
         )
     if isinstance(error, NotReady):
         report = error.report

@@ -90,7 +90,7 @@ def _settled_beside(stage: StageRejected | None) -> bool:
     another manager lets go of its fields, an admin grants the missing access (and an API
     server that has just restarted denies until its authorizer has caught up). Retried with
     backoff, never Stalled."""
-    return stage is not None and bool(stage.conflicts or stage.forbidden)
+    return stage is not None and (bool(stage.conflicts) or stage.only_denied)
 
 
 # The errors `classify` knows: what an action may raise for status to report.

@@ -42,7 +42,7 @@ class Ownership:
 
 
 def failure_reason(failures: Sequence[ObjectFailure]) -> str:
-    if any(failure.code == 403 for failure in failures):
+    if any(failure.denied for failure in failures):
         return "AccessDenied"
     return "ApplyFailed"
 
