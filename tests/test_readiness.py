@@ -876,3 +876,30 @@ async def test_a_refused_shared_watch_falls_back_to_the_waits_own() -> None:
         assert api.lists[-1] == (DEPLOYMENTS, {"fieldSelector": "metadata.name=web"})
     finally:
         await shared.close()
+
+
+async def test_kinds_outside_the_shared_ones_keep_a_watch_of_their_own_by_name() -> None:
+    """A namespace may hold thousands of ConfigMaps, Jobs or custom resources: a wait for
+    one of them does not list and keep them all."""
+    api = SharedApi({CONFIG_MAPS: [listed(config_map("a"))]})
+    shared = SharedWatches()
+    try:
+        report = await wait_until_ready(
+            api, FakeDiscovery(), [ref(config_map("a"))], timeout=5, shared=shared
+        )
+        assert report.outcome is Outcome.CURRENT
+        assert api.lists == [(CONFIG_MAPS, {"fieldSelector": "metadata.name=a"})]
+    finally:
+        await shared.close()
+
+
+async def test_versions_that_are_not_numbers_send_the_wait_to_its_own_watch() -> None:
+    api = SharedApi({DEPLOYMENTS: [listed(deployment("web"))]})
+    api.version = "opaque"  # type: ignore[assignment]
+    shared = SharedWatches()
+    try:
+        wait = wait_until_ready(api, FakeDiscovery(), [web_ref()], timeout=10, shared=shared)
+        assert (await asyncio.wait_for(wait, 5)).outcome is Outcome.CURRENT
+        assert api.lists[-1] == (DEPLOYMENTS, {"fieldSelector": "metadata.name=web"})
+    finally:
+        await shared.close()

@@ -6,12 +6,15 @@ smoke run (requests per install, none while idle) and the end-to-end suite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.shared_watch import METADATA_LIST, METADATA_OBJECT, SharedWatches
-from rudder.kube.versions import Floors, at_least
+from rudder.kube.versions import Floor, Floors, at_least
 from rudder.release.store import HELM_OWNED, ReleaseStore
 
 SECRETS = "/api/v1/namespaces/apps/secrets"
@@ -139,9 +142,44 @@ def test_floors_rise_and_remember_deletions_until_met() -> None:
     assert floors.allows("r", "20")
     assert not floors.allows("r", "19")
     floors.deleted("r", "sh.helm.release.v1.r.v1")
-    assert floors.floor("r").absent == {"sh.helm.release.v1.r.v1"}  # type: ignore[union-attr]
+    floor = floors.floor("r")
+    assert floor is not None
+    assert floor.absent == {"sh.helm.release.v1.r.v1"}
+    # A cache at 30 lacks the name: any cache at 30 or later does (one version, no names).
+    floors.met("r", floor, "30")
+    assert floors.floor("r") == Floor(version="30")
+    # ... and it stays: another identity's cache must catch up too.
+    assert not floors.allows("r", "29")
     floors.forget("r")
     assert floors.floor("r") is None
+
+
+def test_a_deleted_name_written_again_is_no_longer_absent() -> None:
+    floors = Floors()
+    floors.deleted("r", "v1")
+    floors.wrote("r", "40", "v1")  # created again (or a direct read shows it again)
+    assert floors.floor("r") == Floor(version="40")
+
+
+def test_a_floor_that_moved_while_a_cache_was_read_is_not_compacted() -> None:
+    floors = Floors()
+    floors.deleted("r", "v1")
+    seen = floors.floor("r")
+    assert seen is not None
+    floors.deleted("r", "v2")  # during the reader's wait
+    floors.met("r", seen, "30")
+    assert floors.floor("r") == Floor(absent=frozenset({"v1", "v2"}))
+
+
+def test_past_the_limit_the_floor_written_longest_ago_goes() -> None:
+    floors = Floors(limit=2)
+    floors.wrote("a", "1")
+    floors.wrote("b", "2")
+    floors.wrote("a", "3")  # written again: now the newest
+    floors.wrote("c", "4")
+    assert floors.floor("b") is None
+    assert floors.floor("a") == Floor(version="3")
+    assert floors.floor("c") == Floor(version="4")
 
 
 async def test_users_of_one_collection_share_its_list_and_watch() -> None:
@@ -233,16 +271,19 @@ async def test_a_collection_that_stops_tells_its_readers_and_leaves() -> None:
         assert after is None  # closed: readers read the API themselves
 
 
-async def test_at_the_limit_the_longest_idle_collection_makes_room() -> None:
+async def test_at_the_limit_readers_read_directly_until_a_collection_lingered_out() -> None:
+    """Evicting an idle collection to open another would cost a list and a watch per read
+    once more namespaces are read than the limit holds: a direct read costs one list."""
     api = Api()
-    shared = SharedWatches(limit=1)
+    shared = SharedWatches(limit=1, linger=0.05)
     try:
         async with shared.use(api, SECRETS) as first:
             assert first is not None
-            async with shared.use(api, "/api/v1/namespaces/other/secrets") as second:
-                assert second is None  # the first is in use
+        async with shared.use(api, "/api/v1/namespaces/other/secrets") as second:
+            assert second is None  # the first lingers: the reader reads the API itself
+        await asyncio.sleep(0.1)
         async with shared.use(api, "/api/v1/namespaces/other/secrets") as third:
-            assert third is not None  # the first was idle: closed to make room
+            assert third is not None  # the first's linger ended: its slot is free
         assert len(shared) == 1
     finally:
         await shared.close()
@@ -313,3 +354,55 @@ async def test_the_store_reads_records_from_the_watch_once_caught_up_with_its_wr
         assert len(api.lists) == before + 3
     finally:
         await shared.close()
+
+
+@contextlib.asynccontextmanager
+async def web_v1_store() -> AsyncIterator[tuple[Api, ReleaseStore]]:
+    """A store with shared watches over one record, `...web.v1`, already read once."""
+    api = Api([secret(WEB_V1, "web", 5)])
+    shared = SharedWatches()
+    store = ReleaseStore(api, shared)  # type: ignore[arg-type]
+    try:
+        await store.history("apps", "web")
+        yield api, store
+    finally:
+        await shared.close()
+
+
+WEB_V1 = "sh.helm.release.v1.web.v1"
+
+
+async def test_a_record_deleted_and_created_again_is_read_from_the_watch_again() -> None:
+    """Remediation by uninstall, then install: `...v1` is deleted and created anew."""
+    async with web_v1_store() as (api, store):
+        await store.delete("apps", WEB_V1)
+        api.items = []
+        assert await store.history("apps", "web") == []  # the watch lags: a direct list
+        again = secret(WEB_V1, "web")
+        again["metadata"]["uid"] = "uid-again"
+        created = await store.create(again)
+        api.items = [created.secret]
+        api.send("DELETED", secret(WEB_V1, "web"))
+        api.events.put_nowait({"type": "ADDED", "object": created.secret})
+        await settle()
+        before = len(api.lists)
+        for _ in range(3):
+            assert [r.secret_name for r in await store.history("apps", "web")] == [WEB_V1]
+        assert len(api.lists) == before, "the watch holds the new record: no list"
+
+
+async def test_a_failed_deletion_leaves_no_floor_that_a_cache_can_never_meet() -> None:
+    async with web_v1_store() as (api, store):
+        original = api.request
+
+        async def refuse_deletes(method: str, path: str, **kwargs: Any) -> JSON:
+            if method == "DELETE":
+                raise ApiError(503, {"message": "etcd is away"}, method, path)
+            return await original(method, path, **kwargs)
+
+        api.request = refuse_deletes  # type: ignore[method-assign]
+        with pytest.raises(ApiError):
+            await store.delete("apps", WEB_V1)
+        before = len(api.lists)
+        assert [r.secret_name for r in await store.history("apps", "web")] == [WEB_V1]
+        assert len(api.lists) == before

@@ -46,7 +46,7 @@ from rudder.kube.discovery import Resource, UnknownKind
 from rudder.kube.kstatus import Status, compute
 from rudder.kube.shared_watch import SharedClient, SharedWatches
 from rudder.kube.ssa import ObjectRef
-from rudder.kube.versions import at_least
+from rudder.kube.versions import as_number, at_least
 from rudder.kube.watch import (
     Backoff,
     Change,
@@ -376,6 +376,12 @@ class ResourceLookup(Protocol):
 Progress = Callable[[ReadinessReport], Awaitable[None]]
 
 
+# The workload kinds charts wait on, whose namespace collections stay small. Other kinds
+# (Jobs, Pods and custom resources a namespace may hold thousands of, cluster-scoped ones)
+# get a watch of their own, of the one name when the group has one object.
+SHARED_KINDS = frozenset({("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet")})
+
+
 @dataclass
 class _Group:
     """Refs in one collection: one list + watch serves them all."""
@@ -390,11 +396,10 @@ class _Group:
 
     @property
     def shareable(self) -> bool:
-        """Whether the group is followed in a shared watch of its namespace's collection.
-        Cluster-scoped kinds (CRDs: large, and all of the cluster's) and bare Pods (a
-        namespace's largest collection, rarely in charts) get a watch of their own."""
-        bare_pods = self.resource.group == "" and self.resource.kind == "Pod"
-        return bool(self.namespace) and not bare_pods
+        """Whether the group is followed in a shared watch of its namespace's collection
+        (which lists and keeps every object of the kind there): only SHARED_KINDS."""
+        kind = (self.resource.group, self.resource.kind)
+        return bool(self.namespace) and kind in SHARED_KINDS
 
     def query(self) -> dict[str, str]:
         if len(self.refs) == 1:
@@ -542,8 +547,12 @@ class _Watch:
         if not isinstance(self.kube, SharedClient):
             return
         kind = (group.resource.group, group.resource.kind)
+        if any(as_number(version) is None for version in floors.values()):
+            return  # versions that are not numbers cannot be compared: its own watch
         async with shared.use(self.kube, group.resource.path(group.namespace or None)) as cached:
             if cached is None or not await cached.wait_synced():
+                return
+            if as_number(cached.version) is None:
                 return
             dirty: set[tuple[str, str]] = set(group.refs)  # judged again: only what changed
             changed = asyncio.Event()

@@ -13,10 +13,11 @@ most of an object). With `metadata_only` it asks the API server for metadata alo
 - `use()` is a context: the collection lives while anyone uses it and `linger` seconds
   after the last one left, so a wave of releases shares one list and the steady path reads
   nothing at all;
-- at most `limit` collections are kept; a new one evicts the one idle longest, and when
-  none is idle `use()` gives None and the reader reads the API itself, as it does when a
-  collection is refused (401, 403) or not served (404) — tried again only after
-  REFUSED_RETRY seconds — or not listed yet because the API server is away;
+- at most `limit` collections are kept; past it `use()` gives None and the reader reads
+  the API itself (a slot frees when a collection's linger ends: evicting one to open
+  another would cost a list and a watch per read where a direct read costs one list), as
+  it does when a collection is refused (401, 403) or not served (404) — tried again only
+  after REFUSED_RETRY seconds — or not listed yet because the API server is away;
 - a collection whose watch ends for good (closed, or a bug) tells its readers and leaves
   the registry, so nobody reads a cache that no longer follows the API;
 - `floors` hold what rudder's own writes require of a cache (write-your-own-reads,
@@ -253,6 +254,7 @@ class SharedWatches:
         self.floors = Floors()
         self.closed = False
         self._collections: dict[CollectionKey, SharedCollection] = {}
+        self._full = False  # said once per time the limit is reached
 
     def floor_key(self, kube: SharedClient, path: str, item: Hashable) -> Hashable:
         """The floors' key of `item` (what the caller keys its writes by) in `path`: whoever
@@ -304,8 +306,14 @@ class SharedWatches:
             self._drop(key, collection)
             collection = None
         if collection is None:
-            if len(self._collections) >= self.limit and not self._evict_idle():
+            if len(self._collections) >= self.limit:
+                if not self._full:
+                    log.info(
+                        "%d shared watches open: further collections are read directly", self.limit
+                    )
+                self._full = True
                 return None
+            self._full = False
             collection = SharedCollection(kube, path, label_selector, metadata_only=metadata_only)
             self._collections[key] = collection
             collection.start(lambda ended: self._forget(key, ended))
@@ -328,15 +336,6 @@ class SharedWatches:
     def _close_idle(self, key: CollectionKey, collection: SharedCollection) -> None:
         if collection.users == 0:
             self._drop(key, collection)
-
-    def _evict_idle(self) -> bool:
-        """Make room by closing the collection idle longest; False when none is idle."""
-        idle = [(c.idle_since, k) for k, c in self._collections.items() if c.users == 0]
-        if not idle:
-            return False
-        _, key = min(idle)
-        self._drop(key, self._collections[key])
-        return True
 
     def _drop(self, key: CollectionKey, collection: SharedCollection) -> None:
         if self._collections.get(key) is collection:

@@ -42,26 +42,51 @@ class Floor:
     absent: frozenset[str] = frozenset()
 
 
+# Floors kept at most; past it the one written longest ago goes (every cache has long caught
+# up with it), so the floors of releases deleted long ago do not pile up.
+MAX_FLOORS = 65536
+
+
 class Floors:
     """The floor of each key (whatever the caller keys by: a HelmRelease, a release's
-    records). A floor a cache has met is forgotten: a cache's versions only grow."""
+    records). Floors are kept until the caller forgets the key (the HelmRelease is gone) or
+    MAX_FLOORS newer ones push it out: several caches (one per identity) may answer for one
+    key, and each must catch up."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_FLOORS) -> None:
         self._floors: dict[Hashable, Floor] = {}
+        self._limit = limit
 
-    def wrote(self, key: Hashable, version: str | None) -> None:
+    def _set(self, key: Hashable, floor: Floor) -> None:
+        self._floors.pop(key, None)  # re-inserted last: the dict's order is write order
+        self._floors[key] = floor
+        if len(self._floors) > self._limit:
+            del self._floors[next(iter(self._floors))]
+
+    def wrote(self, key: Hashable, version: str | None, name: str | None = None) -> None:
         """A write answered at `version` (an older one than the floor changes nothing; one
-        whose version is not a number makes every cached state too old)."""
+        whose version is not a number makes every cached state too old). `name`, written
+        or read back, exists again: a cache that holds it is right to."""
         current = self._floors.get(key, Floor())
+        if name is not None and name in current.absent:
+            current = replace(current, absent=current.absent - {name})
         if current.version is None or not at_least(current.version, version):
-            self._floors[key] = replace(current, version=version or "unknown")
+            current = replace(current, version=version or "unknown")
+        self._set(key, current)
 
     def deleted(self, key: Hashable, name: str) -> None:
         current = self._floors.get(key, Floor())
-        self._floors[key] = replace(current, absent=current.absent | {name})
+        self._set(key, replace(current, absent=current.absent | {name}))
 
     def floor(self, key: Hashable) -> Floor | None:
         return self._floors.get(key)
+
+    def met(self, key: Hashable, floor: Floor, version: str | None) -> None:
+        """A cache at `version` met `floor`: deleted names become that version (a cache at
+        least as new cannot hold them, unless they were created again after it), so the
+        floor stays one version. Nothing changes if the floor moved meanwhile."""
+        if floor.absent and self._floors.get(key) is floor and as_number(version) is not None:
+            self._floors[key] = Floor(version=version)  # not a write: keeps its place
 
     def allows(self, key: Hashable, version: str | None) -> bool:
         """Whether a cached object at `version` is new enough to act on for `key`."""

@@ -223,7 +223,10 @@ class RecordBodies:
 
     def keep(self, secret: JSON) -> None:
         key = self.key(secret)
-        if not all(key) or key in self._bodies:
+        if not all(key):
+            return
+        if key in self._bodies:
+            self._bodies.move_to_end(key)  # read again: recently used
             return
         size = sum(len(str(value)) for value in (secret.get("data") or {}).values()) + 1024
         self._bodies[key] = (secret, size)
@@ -276,7 +279,7 @@ class ReleaseStore:
                 _BODIES.keep(item)
                 # The cache must hold at least what this list showed (the floor keeps the
                 # newest), not the list's own version, which only a later write would reach.
-                self._wrote(path, release_name, resource_version(item))
+                self._wrote(path, release_name, resource_version(item), Record(item).secret_name)
         records = [Record(item) for item in items]
         return sorted(records, key=lambda record: record.version)
 
@@ -287,17 +290,18 @@ class ReleaseStore:
             return None
         path = self._collection(namespace)
         key = self._floor_key(path, release_name)
-        floor = self.watches.floors.floor(key)
+        floors = self.watches.floors
         async with self.watches.use(
             self.kube, path, label_selector=HELM_OWNED, metadata_only=True, linger=RECORDS_LINGER
         ) as cached:
             if cached is None or not await cached.wait_synced():
                 return None
+            floor = floors.floor(key)  # after the wait: a write meanwhile raised it
             if floor is not None:
                 gone = not any(cached.get((namespace, name)) for name in floor.absent)
                 if not gone or not cached.caught_up(floor.version):
                     return None
-                self.watches.floors.forget(key)
+                floors.met(key, floor, cached.version)
             bodies = []
             for item in cached.items():
                 if (item.get("metadata", {}).get("labels") or {}).get("name") != release_name:
@@ -308,11 +312,11 @@ class ReleaseStore:
                 bodies.append(body)
             return bodies
 
-    def _wrote(self, path: str, release_name: str, version: str | None) -> None:
+    def _wrote(self, path: str, release_name: str, version: str | None, name: str) -> None:
         """Keep the version of a write (or what a direct read showed) of the release's
-        records: the shared watch is acted on only once it has caught up with it."""
+        record `name`: the shared watch is acted on only once it has caught up with it."""
         if self.watches is not None:
-            self.watches.floors.wrote(self._floor_key(path, release_name), version)
+            self.watches.floors.wrote(self._floor_key(path, release_name), version, name)
 
     def _floor_key(self, path: str, release_name: str) -> Hashable:
         assert self.watches is not None
@@ -342,7 +346,9 @@ class ReleaseStore:
             raise
         _BODIES.keep(created)
         record = Record(created)
-        self._wrote(path, record.labels.get("name", ""), resource_version(created))
+        self._wrote(
+            path, record.labels.get("name", ""), resource_version(created), record.secret_name
+        )
         return record
 
     async def update(
@@ -368,7 +374,7 @@ class ReleaseStore:
         path = self._collection(release.namespace)
         updated = await self.kube.request("PUT", f"{path}/{record.secret_name}", body=body)
         _BODIES.keep(updated)
-        self._wrote(path, release.name, resource_version(updated))
+        self._wrote(path, release.name, resource_version(updated), record.secret_name)
         return Record(updated)
 
     async def delete(self, namespace: str, name: str) -> None:
@@ -377,9 +383,8 @@ class ReleaseStore:
             await self.kube.request("DELETE", f"{path}/{name}")
         except ApiError as error:
             if error.code != 404:
-                raise
-        finally:
-            if self.watches is not None:
-                # A deletion's version is not known: the cache counts once it lacks the name.
-                release_name = name.removeprefix("sh.helm.release.v1.").rsplit(".v", 1)[0]
-                self.watches.floors.deleted(self._floor_key(path, release_name), name)
+                raise  # not known to be gone: a cache that still holds it may be right
+        if self.watches is not None:
+            # A deletion's version is not known: the cache counts once it lacks the name.
+            release_name = name.removeprefix("sh.helm.release.v1.").rsplit(".v", 1)[0]
+            self.watches.floors.deleted(self._floor_key(path, release_name), name)
