@@ -5,13 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from rudder.kube.discovery import REFETCH_SECONDS, SETTLE_SECONDS, Discovery
+import pytest
+
+from rudder.kube.discovery import REFETCH_SECONDS, SETTLE_SECONDS, Discovery, UnknownKind
+
+KINDS = {"apps": "Deployment", "gadgets.example.test": "Gadget"}
 
 
 def groups(*names: str) -> dict[str, Any]:
+    def resource(group: str) -> dict[str, Any]:
+        kind = KINDS[group]
+        return {"resource": kind.lower() + "s", "responseKind": {"kind": kind}}
+
     return {
         "items": [
-            {"metadata": {"name": name}, "versions": [{"version": "v1", "resources": []}]}
+            {
+                "metadata": {"name": name},
+                "versions": [{"version": "v1", "resources": [resource(name)]}],
+            }
             for name in names
         ]
     }
@@ -65,3 +76,25 @@ async def test_a_snapshot_taken_while_discovery_catches_up_is_taken_again() -> N
     clock.now += 3600
     await discovery.snapshot()
     assert server.fetches == fetches
+
+
+async def test_a_kind_asked_for_right_after_its_crd_changed_is_waited_for() -> None:
+    """The deploy resolves a chart's custom resources right after their CRD is Established:
+    discovery serving the kind a moment later is not UnknownKind."""
+    server, clock = FakeServer(), Clock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if server.fetches >= 3:
+            server.served = ("apps", "gadgets.example.test")
+
+    discovery = Discovery(server, clock, sleep)  # type: ignore[arg-type]
+    await discovery.snapshot()
+    discovery.invalidate()
+    clock.now += SETTLE_SECONDS
+    with pytest.raises(UnknownKind):  # outside a settle window: one refresh, then unknown
+        await discovery.resource("example.test/v1", "Widget")
+    discovery.invalidate()
+    server.fetches = 0
+    found = await discovery.resource("gadgets.example.test/v1", "Gadget")
+    assert found.kind == "Gadget"

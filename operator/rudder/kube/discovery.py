@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -95,9 +95,15 @@ REFETCH_SECONDS = 1.0
 
 
 class Discovery:
-    def __init__(self, kube: KubeClient, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._kube = kube
         self._clock = clock
+        self._sleep = sleep
         self._snapshot: Snapshot | None = None
         self._taken = 0.0
         self._changed_at = -SETTLE_SECONDS
@@ -133,15 +139,19 @@ class Discovery:
         self._snapshot, self._taken = parse_discovery([core, groups], version), taken
 
     async def resource(self, api_version: str, kind: str) -> Resource:
-        """The resource serving `kind`; refreshes once if the kind is new (a fresh CRD)."""
+        """The resource serving `kind`; refreshes if the kind is new (a fresh CRD): once,
+        and while discovery catches up with a change, until it serves the kind or the
+        settle window ends (a CRD just Established is served a moment later)."""
         found = (await self.snapshot()).resources.get((api_version, kind))
-        if found is None:
+        while found is None:
             async with self._lock:
                 await self._take()
             assert self._snapshot is not None
             found = self._snapshot.resources.get((api_version, kind))
-        if found is None:
-            raise UnknownKind(api_version, kind)
+            if found is None:
+                if self._clock() >= self._changed_at + SETTLE_SECONDS:
+                    raise UnknownKind(api_version, kind)
+                await self._sleep(REFETCH_SECONDS)
         return found
 
 
