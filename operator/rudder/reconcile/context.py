@@ -95,18 +95,31 @@ class Context:
 
 async def patch_finalizer(services: Services, target: Target, *, present: bool) -> Target:
     """Add or remove rudder's finalizer (as rudder: the HelmRelease is rudder's object);
-    the HelmRelease as it is afterwards (a later write must carry its resourceVersion)."""
-    try:
-        body = await services.kube.request(
-            "PATCH",
-            target.path,
-            body=target.finalizers_patch(present=present),
-            content_type=MERGE_PATCH,
-        )
-    except ApiError as error:
-        if error.code != 404 or present:
+    the HelmRelease as it is afterwards (a later write must carry its resourceVersion).
+    The patch is guarded by the resourceVersion the reconcile saw (the list of finalizers
+    is replaced whole); if someone wrote the HelmRelease since, it is read and patched
+    again once, so an uninstall that is done is not left to a later reconcile."""
+    for attempt in range(2):
+        try:
+            body = await services.kube.request(
+                "PATCH",
+                target.path,
+                body=target.finalizers_patch(present=present),
+                content_type=MERGE_PATCH,
+            )
+            break
+        except ApiError as error:
+            if error.code == 409 and attempt == 0:
+                fresh = await services.kube.get_or_none(target.path)
+                if fresh is not None:
+                    target = Target(fresh)
+                    continue
+                if present:
+                    raise
+                return target  # gone: nothing holds it any more
+            if error.code == 404 and not present:
+                return target
             raise
-        return target
     if not isinstance(body, dict) or not body.get("metadata"):
         return target
     services.written.wrote(target.key, resource_version(body))
