@@ -15,7 +15,7 @@ import pytest
 from rudder.kube.client import JSON, ApiError
 from rudder.kube.shared_watch import METADATA_LIST, METADATA_OBJECT, SharedWatches
 from rudder.kube.versions import Floor, Floors, at_least
-from rudder.release.store import HELM_OWNED, ReleaseStore
+from rudder.release.store import HELM_OWNED, RecordBodies, ReleaseStore
 
 SECRETS = "/api/v1/namespaces/apps/secrets"
 
@@ -406,3 +406,20 @@ async def test_a_failed_deletion_leaves_no_floor_that_a_cache_can_never_meet() -
         before = len(api.lists)
         assert [r.secret_name for r in await store.history("apps", "web")] == [WEB_V1]
         assert len(api.lists) == before
+
+
+def test_record_bodies_keep_the_newest_version_of_each_record_only() -> None:
+    bodies = RecordBodies(budget=10_000)
+    pending, deployed = secret("r.v1", "r", 5), secret("r.v1", "r", 9)
+    bodies.keep(pending)
+    bodies.keep(deployed)  # the pending body is never asked for again
+    bodies.keep(pending)  # a late, older read changes nothing
+    assert bodies.get(metadata_only(pending)) is None
+    kept = bodies.get(metadata_only(deployed))
+    assert kept is not None
+    assert "managedFields" not in kept["metadata"]
+    assert bodies.size == len("payload") + 1024
+    for n in range(20):  # past the budget the least recently used go
+        bodies.keep(secret(f"other.v{n}", "other", 10 + n))
+    assert bodies.size <= 10_000
+    assert bodies.get(metadata_only(deployed)) is None

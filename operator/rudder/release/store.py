@@ -20,6 +20,7 @@ from functools import cached_property
 
 from rudder.kube.client import JSON, ApiError, KubeClient
 from rudder.kube.shared_watch import SharedWatches
+from rudder.kube.versions import at_least
 from rudder.kube.watch import resource_version
 from rudder.release.codec import Release, decode_release, release_secret
 
@@ -207,14 +208,16 @@ BODIES_BUDGET = 64 * 1024 * 1024
 
 
 class RecordBodies:
-    """Whole record Secrets by (uid, resourceVersion), within a byte budget. A record's
-    content never changes under one version, and an identity that may list a record's
-    metadata may list the record itself, so a body is shared whoever read or wrote it."""
+    """Whole record Secrets, the newest version of each (by uid) within a byte budget. A
+    record's content never changes under one version, and an identity that may list a
+    record's metadata may list the record itself, so a body is shared whoever read or wrote
+    it. Only the newest version is kept: a cache shows each object at its newest, so an
+    older body (a pending revision's, once it is updated) is never asked for again."""
 
     def __init__(self, budget: int = BODIES_BUDGET) -> None:
         self.budget = budget
         self.size = 0
-        self._bodies: OrderedDict[tuple[str, str], tuple[JSON, int]] = OrderedDict()
+        self._bodies: OrderedDict[str, tuple[str, JSON, int]] = OrderedDict()  # by uid
 
     @staticmethod
     def key(secret: JSON) -> tuple[str, str]:
@@ -222,27 +225,31 @@ class RecordBodies:
         return str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
 
     def keep(self, secret: JSON) -> None:
-        key = self.key(secret)
-        if not all(key):
+        uid, version = self.key(secret)
+        if not uid or not version:
             return
-        if key in self._bodies:
-            self._bodies.move_to_end(key)  # read again: recently used
-            return
+        kept = self._bodies.get(uid)
+        if kept is not None:
+            if kept[0] == version or not at_least(version, kept[0]):
+                self._bodies.move_to_end(uid)  # read again (or an older read): recently used
+                return
+            self.size -= self._bodies.pop(uid)[2]
+        meta = {k: v for k, v in (secret.get("metadata") or {}).items() if k != "managedFields"}
         size = sum(len(str(value)) for value in (secret.get("data") or {}).values()) + 1024
-        self._bodies[key] = (secret, size)
+        self._bodies[uid] = (version, {**secret, "metadata": meta}, size)
         self.size += size
         while self.size > self.budget and self._bodies:
-            _, (_, dropped) = self._bodies.popitem(last=False)
+            _, (_, _, dropped) = self._bodies.popitem(last=False)
             self.size -= dropped
 
     def get(self, meta_only: JSON) -> JSON | None:
-        """The whole record a metadata-only one stands for, if kept."""
-        key = self.key(meta_only)
-        found = self._bodies.get(key)
-        if found is None:
+        """The whole record a metadata-only one stands for, if kept at that version."""
+        uid, version = self.key(meta_only)
+        kept = self._bodies.get(uid)
+        if kept is None or kept[0] != version:
             return None
-        self._bodies.move_to_end(key)
-        return found[0]
+        self._bodies.move_to_end(uid)
+        return kept[1]
 
 
 _BODIES = RecordBodies()
