@@ -61,10 +61,16 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=16, help="HelmReleases reconciled in parallel"
     )
     run.add_argument(
-        "--kube-api-qps", type=float, default=200.0, help="client-side limit on API requests/s"
+        "--kube-api-qps",
+        type=float,
+        default=OperatorConfig.kube_api_qps,
+        help="client-side limit on API requests/s (0: none)",
     )
     run.add_argument(
-        "--kube-api-burst", type=int, default=400, help="requests allowed above the QPS in a burst"
+        "--kube-api-burst",
+        type=int,
+        default=OperatorConfig.kube_api_burst,
+        help="requests allowed above the QPS in a burst",
     )
     run.add_argument(
         "--chart-cache-dir",

@@ -13,8 +13,11 @@ class OperatorConfig:
     label_selector: str | None = None
     field_manager: str = "rudder"
     concurrency: int = 16
-    kube_api_qps: float = 200.0
-    kube_api_burst: int = 400
+    # The API server's priority and fairness protects it; the client-side limit only keeps a
+    # runaway in check. 200/400 held the N=1000 benchmark to 73 s at 0.66 busy (the limit,
+    # not the machine, was the bottleneck); 400/800 took 38 s, near the API server's floor.
+    kube_api_qps: float = 400.0
+    kube_api_burst: int = 800
     chart_cache_dir: Path = field(default_factory=lambda: Path("/var/cache/rudder/charts"))
     chart_cache_size: int = 1024**3
     max_chart_size: int = 10 * 1024**2

@@ -106,8 +106,8 @@ class RateLimiter:
 
 @dataclass
 class ClientSettings:
-    qps: float = 200.0
-    burst: int = 400
+    qps: float = 400.0  # as rudder.config's defaults
+    burst: int = 800
     user_agent: str = "rudder"
     request_timeout: float = 60.0
 
