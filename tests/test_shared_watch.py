@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from rudder.kube.client import JSON, ApiError
-from rudder.kube.shared_watch import METADATA_LIST, METADATA_OBJECT, SharedWatches
+from rudder.kube.shared_watch import (
+    LAST_APPLIED,
+    METADATA_LIST,
+    METADATA_OBJECT,
+    SharedWatches,
+    kept_form,
+)
 from rudder.kube.versions import Floor, Floors, at_least
 from rudder.release.store import HELM_OWNED, RecordBodies, ReleaseStore
 
@@ -423,3 +429,22 @@ def test_record_bodies_keep_the_newest_version_of_each_record_only() -> None:
         bodies.keep(secret(f"other.v{n}", "other", 10 + n))
     assert bodies.size <= 10_000
     assert bodies.get(metadata_only(deployed)) is None
+
+
+def test_kept_objects_lose_managed_fields_and_kubectls_last_applied_copy_only() -> None:
+    body = {
+        "apiVersion": "rudder.dev/v1alpha1",
+        "kind": "HelmRelease",
+        "metadata": {
+            "name": "web",
+            "annotations": {LAST_APPLIED: '{"spec": {}}', "rudder.dev/approve": "sha256:ab"},
+            "managedFields": [{"manager": "kubectl-client-side-apply"}],
+        },
+        "spec": {"interval": "5m"},
+    }
+    kept = kept_form(body)
+    assert kept["metadata"] == {"name": "web", "annotations": {"rudder.dev/approve": "sha256:ab"}}
+    assert kept["spec"] is body["spec"]
+    assert body["metadata"]["managedFields"], "the object handed in is left as it was"
+    plain = {"metadata": {"name": "web", "annotations": {"a": "b"}}}
+    assert kept_form(plain) is plain

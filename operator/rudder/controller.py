@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from rudder.kube.client import KubeClient
+from rudder.kube.shared_watch import kept_form
 from rudder.reconcile.manager import Manager
 
 GROUP, VERSION, PLURAL = "rudder.dev", "v1alpha1", "helmreleases"
@@ -54,8 +55,9 @@ def build_registry(
         manager = holder.get("manager")
         if manager is None:
             return
-        body = event["object"]
-        manager.observe(dict(body), deleted=event.get("type") == "DELETED")
+        # Kept until the next event, for all HelmReleases: the slimmer the better.
+        body = kept_form(dict(event["object"]))
+        manager.observe(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -117,11 +117,24 @@ def object_key(obj: JSON) -> ObjectKey:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def _without_managed_fields(obj: JSON) -> JSON:
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def kept_form(obj: JSON) -> JSON:
+    """An object as rudder keeps it in memory: without its managedFields and kubectl's
+    last-applied copy of it, often most of an object and read by nothing that keeps it."""
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or "managedFields" not in meta:
+    if not isinstance(meta, dict):
         return obj
-    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    annotations = meta.get("annotations")
+    if "managedFields" not in meta and not (
+        isinstance(annotations, dict) and LAST_APPLIED in annotations
+    ):
+        return obj
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**obj, "metadata": kept}
 
 
 class SharedCollection:
@@ -202,9 +215,7 @@ class SharedCollection:
         try:
             async for change in stream:
                 if isinstance(change, Listed):
-                    self.objects = {
-                        object_key(item): _without_managed_fields(item) for item in change.items
-                    }
+                    self.objects = {object_key(item): kept_form(item) for item in change.items}
                     self.version = change.version
                     self._settled.set()
                     self._notify()
@@ -213,7 +224,7 @@ class SharedCollection:
                     if change.type == "DELETED":
                         self.objects.pop(key, None)
                     else:
-                        self.objects[key] = _without_managed_fields(change.object)
+                        self.objects[key] = kept_form(change.object)
                     self.version = resource_version(change.object, self.version or "")
                     self._notify(key)
                 elif isinstance(change, Bookmark):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from rudder.kube.client import JSON, ApiError, KubeClient
-from rudder.kube.shared_watch import SharedWatches
+from rudder.kube.shared_watch import SharedWatches, kept_form
 from rudder.kube.versions import at_least
 from rudder.kube.watch import resource_version
 from rudder.release.codec import Release, decode_release, release_secret
@@ -234,9 +234,8 @@ class RecordBodies:
                 self._bodies.move_to_end(uid)  # read again (or an older read): recently used
                 return
             self.size -= self._bodies.pop(uid)[2]
-        meta = {k: v for k, v in (secret.get("metadata") or {}).items() if k != "managedFields"}
         size = sum(len(str(value)) for value in (secret.get("data") or {}).values()) + 1024
-        self._bodies[uid] = (version, {**secret, "metadata": meta}, size)
+        self._bodies[uid] = (version, kept_form(secret), size)
         self.size += size
         while self.size > self.budget and self._bodies:
             _, (_, _, dropped) = self._bodies.popitem(last=False)
