@@ -121,13 +121,14 @@ class Discovery:
         self._changed_at = self._clock()
         self._snapshot = None
 
+    def _settles_at(self) -> float:
+        """When the settle window of the last change ends."""
+        return self._changed_at + SETTLE_SECONDS
+
     def _settled(self) -> bool:
         """Whether the snapshot may be kept: taken after the settle window of the last
         change, or taken less than REFETCH_SECONDS ago."""
-        return (
-            self._taken >= self._changed_at + SETTLE_SECONDS
-            or self._clock() - self._taken < REFETCH_SECONDS
-        )
+        return self._taken >= self._settles_at() or self._clock() - self._taken < REFETCH_SECONDS
 
     async def _take(self) -> None:
         taken = self._clock()  # when the request left: the answer is at least this fresh
@@ -149,7 +150,7 @@ class Discovery:
             assert self._snapshot is not None
             found = self._snapshot.resources.get((api_version, kind))
             if found is None:
-                if self._clock() >= self._changed_at + SETTLE_SECONDS:
+                if self._clock() >= self._settles_at():
                     raise UnknownKind(api_version, kind)
                 await self._sleep(REFETCH_SECONDS)
         return found

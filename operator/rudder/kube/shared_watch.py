@@ -127,12 +127,13 @@ def kept_form(obj: JSON) -> JSON:
     if not isinstance(meta, dict):
         return obj
     annotations = meta.get("annotations")
-    if "managedFields" not in meta and not (
-        isinstance(annotations, dict) and LAST_APPLIED in annotations
-    ):
+    if not isinstance(annotations, dict):
+        annotations = {}
+    last_applied = LAST_APPLIED in annotations
+    if "managedFields" not in meta and not last_applied:
         return obj
     kept = {k: v for k, v in meta.items() if k != "managedFields"}
-    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+    if last_applied:
         kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     return {**obj, "metadata": kept}
 
